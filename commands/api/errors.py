@@ -1,0 +1,124 @@
+"""Every error leaves the API as RFC 9457 problem+json with a stable ``type``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from commands.api.deps import problem_response
+from commands.problems import RequestProblem, problem, problem_from_error
+from domain.errors import LedgerError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: ("bad-request", "Bad request"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def _clean(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        out.append({"loc": loc, "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))})
+    return out[:50]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(LedgerError)
+    async def ledger_error(_: Request, exc: LedgerError) -> Response:
+        return problem_response(exc.status, problem_from_error(exc))
+
+    @app.exception_handler(RequestProblem)
+    async def request_problem(_: Request, exc: RequestProblem) -> Response:
+        return problem_response(exc.status, exc.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(_: Request, exc: RequestValidationError) -> Response:
+        errors = _clean(list(exc.errors()))
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+        return problem_response(
+            422, problem("validation-error", "Invalid request", 422, detail, errors=errors)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
+        return problem_response(
+            exc.status_code, problem(code, title, exc.status_code, str(exc.detail))
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:  # pragma: no cover
+        log.exception("unexpected error", exc_info=exc)
+        return problem_response(
+            500, problem("internal-error", "Internal error", 500, "unexpected error; it was logged")
+        )
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before anything is parsed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        received = 0
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Any) -> None:
+        import orjson
+
+        body = orjson.dumps(
+            problem(
+                "payload-too-large",
+                "Payload too large",
+                413,
+                f"request bodies are limited to {self.limit} bytes",
+            )
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,137 @@
+"""The ledger's error hierarchy.
+
+Every business rule is a named guard that raises one of these; nothing is an ``assert``.
+Each error carries a stable ``code`` that the API turns into a problem ``type``::
+
+    LedgerError
+     ├── ValidationError                 validation-error
+     │    ├── InvalidAmount              invalid-amount
+     │    ├── UnknownCurrency            unknown-currency
+     │    └── SameAccount                same-account
+     ├── NotFound                        not-found
+     ├── Forbidden                       forbidden
+     ├── InsufficientFunds               insufficient-funds
+     ├── CurrencyMismatch                currency-mismatch
+     ├── BalanceOverflow                 balance-overflow
+     ├── WalletNotActive
+     │    ├── WalletFrozen               wallet-frozen
+     │    └── WalletClosed               wallet-closed
+     ├── WalletNotEmpty                  wallet-not-empty
+     ├── InvalidWalletState              invalid-wallet-state
+     └── TransferStateError
+          ├── TransferNotPending         transfer-not-pending
+          ├── TransferExpired            transfer-expired
+          └── PostExceedsPending         post-exceeds-pending
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every business-rule failure. ``code`` is stable and public."""
+
+    code = "ledger-error"
+    title = "Ledger error"
+    status = 422
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ValidationError(LedgerError):
+    code = "validation-error"
+    title = "Invalid request"
+    status = 422
+
+
+class InvalidAmount(ValidationError):
+    code = "invalid-amount"
+    title = "Invalid amount"
+
+
+class UnknownCurrency(ValidationError):
+    code = "unknown-currency"
+    title = "Unknown currency"
+
+
+class SameAccount(ValidationError):
+    code = "same-account"
+    title = "Debit and credit account are the same"
+
+
+class NotFound(LedgerError):
+    code = "not-found"
+    title = "Not found"
+    status = 404
+
+
+class Forbidden(LedgerError):
+    code = "forbidden"
+    title = "Forbidden"
+    status = 403
+
+
+class InsufficientFunds(LedgerError):
+    code = "insufficient-funds"
+    title = "Insufficient funds"
+
+
+class CurrencyMismatch(LedgerError):
+    code = "currency-mismatch"
+    title = "Currency mismatch"
+
+
+class BalanceOverflow(LedgerError):
+    code = "balance-overflow"
+    title = "Balance would exceed the supported maximum"
+
+
+class WalletNotActive(LedgerError):
+    code = "wallet-not-active"
+    title = "Wallet is not active"
+    status = 409
+
+
+class WalletFrozen(WalletNotActive):
+    code = "wallet-frozen"
+    title = "Wallet is frozen"
+
+
+class WalletClosed(WalletNotActive):
+    code = "wallet-closed"
+    title = "Wallet is closed"
+
+
+class WalletNotEmpty(LedgerError):
+    code = "wallet-not-empty"
+    title = "Wallet balance is not zero"
+    status = 409
+
+
+class InvalidWalletState(LedgerError):
+    code = "invalid-wallet-state"
+    title = "Operation not allowed in the wallet's current state"
+    status = 409
+
+
+class TransferStateError(LedgerError):
+    code = "transfer-state"
+    title = "Transfer is in the wrong state"
+    status = 409
+
+
+class TransferNotPending(TransferStateError):
+    code = "transfer-not-pending"
+    title = "Transfer is not pending"
+
+
+class TransferExpired(TransferStateError):
+    code = "transfer-expired"
+    title = "Pending transfer has expired"
+
+
+class PostExceedsPending(TransferStateError):
+    code = "post-exceeds-pending"
+    title = "Amount to post exceeds the pending amount"
+    status = 422

@@ -1,0 +1,234 @@
+"""Batched, exactly-once projection runner and the rebuild-and-swap procedure.
+
+One transaction per batch: lock the tracking rows, read the next events after the lowest
+position, apply each projector to the events past its own position, write the rows and
+the new positions, commit. Several runners (the service's and a ``ledger project``
+worker) may run at once: the row locks make them take turns, never double-apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Mapper, StoredEvent
+from psycopg import Connection, sql
+from psycopg_pool import ConnectionPool
+
+from infrastructure.readmodels import BUFFERS, TABLES, create_table
+from projections.projectors import Projector, all_projectors
+
+log = logging.getLogger(__name__)
+
+EVENTS_TABLE = "ledger_events"
+REBUILD_SUFFIX = "__rebuild"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One projector writing into one table, tracked under one name."""
+
+    projector: Projector
+    table: str
+    tracking: str
+
+
+def live_targets(names: Sequence[str] | None = None) -> list[Target]:
+    return [
+        Target(p, TABLES[p.name][0], p.name)
+        for p in all_projectors()
+        if names is None or p.name in names
+    ]
+
+
+def ensure_tables(conn: Connection[Any], targets: Sequence[Target]) -> None:
+    for target in targets:
+        create_table(conn, target.projector.name, target.table)
+        conn.execute(
+            "INSERT INTO projection_tracking (name, position) VALUES (%s, 0)"
+            " ON CONFLICT (name) DO NOTHING",
+            (target.tracking,),
+        )
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        mapper: Mapper[UUID],
+        targets: Sequence[Target],
+        batch_size: int = 2000,
+    ) -> None:
+        self.pool = pool
+        self.mapper = mapper
+        self.targets = list(targets)
+        self.batch_size = batch_size
+
+    def setup(self) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            ensure_tables(conn, self.targets)
+
+    def run_once(self, conn: Connection[Any] | None = None) -> int:
+        """Process one batch; returns how many events were read (0 when caught up)."""
+        if conn is not None:
+            return self._batch(conn)
+        with self.pool.connection() as c, c.transaction():
+            return self._batch(c)
+
+    def _batch(self, conn: Connection[Any]) -> int:
+        names = [t.tracking for t in self.targets]
+        rows = conn.execute(
+            "SELECT name, position FROM projection_tracking WHERE name = ANY(%s)"
+            " ORDER BY name FOR UPDATE",
+            (names,),
+        ).fetchall()
+        positions = {name: int(pos) for name, pos in rows}
+        start = min(positions.values())
+        events = conn.execute(
+            sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state"
+                " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            ).format(sql.Identifier(EVENTS_TABLE)),
+            (start, self.batch_size),
+            prepare=True,
+        ).fetchall()
+        if not events:
+            return 0
+        buffers = [BUFFERS[t.projector.name](t.table) for t in self.targets]
+        floors = [positions[t.tracking] for t in self.targets]
+        for nid, oid, version, topic, state in events:
+            domain_event = self.mapper.to_domain_event(
+                StoredEvent(originator_id=oid, originator_version=version, topic=topic, state=bytes(state))
+            )
+            for target, buffer, floor in zip(self.targets, buffers, floors, strict=True):
+                if nid > floor:
+                    target.projector.process(domain_event, nid, buffer)
+        for buffer in buffers:
+            buffer.flush(conn)
+        last = int(events[-1][0])
+        conn.execute(
+            "UPDATE projection_tracking SET position = %s, updated_at = now()"
+            " WHERE name = ANY(%s)",
+            (last, names),
+        )
+        return len(events)
+
+    def run_until_caught_up(self, progress: Callable[[int], None] | None = None) -> int:
+        total = 0
+        while True:
+            n = self.run_once()
+            total += n
+            if progress is not None and n:
+                progress(n)
+            if n < self.batch_size:
+                return total
+
+
+class BackgroundProjections:
+    """Keeps the read models current inside the service: woken on every write."""
+
+    def __init__(self, runner: ProjectionRunner, poll_s: float) -> None:
+        self.runner = runner
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="projections", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self, _position: int | None = None) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                n = self.runner.run_once()
+            except Exception:  # keep running; the next batch retries the same events
+                log.exception("projection batch failed")
+                n = 0
+                self._stop.wait(1.0)
+            if n < self.runner.batch_size:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+
+
+def positions(pool: ConnectionPool) -> tuple[dict[str, int], int]:
+    """Each projection's position, and the event store's head position."""
+    with pool.connection() as conn:
+        rows = conn.execute("SELECT name, position FROM projection_tracking ORDER BY name").fetchall()
+        head = conn.execute(
+            sql.SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}").format(
+                sql.Identifier(EVENTS_TABLE)
+            )
+        ).fetchone()
+    return {str(n): int(p) for n, p in rows}, int(head[0]) if head else 0
+
+
+def rebuild(
+    pool: ConnectionPool,
+    mapper: Mapper[UUID],
+    name: str,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Replay ``name`` from position 0 into a new table, then switch over atomically.
+
+    Reads keep using the live table until the switch, which happens in one transaction
+    holding the live tracking row, so no event is lost or applied twice across it.
+    """
+    if name not in TABLES:
+        raise ValueError(f"unknown projection {name!r}; known: {', '.join(TABLES)}")
+    live_table = TABLES[name][0]
+    new_table = live_table + REBUILD_SUFFIX
+    tracking = name + REBUILD_SUFFIX
+    projector = next(p for p in all_projectors() if p.name == name)
+    with pool.connection() as conn, conn.transaction():
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new_table)))
+        conn.execute("DELETE FROM projection_tracking WHERE name = %s", (tracking,))
+        ensure_tables(conn, [Target(projector, new_table, tracking)])
+    runner = ProjectionRunner(pool, mapper, [Target(projector, new_table, tracking)], batch_size)
+    total = runner.run_until_caught_up(progress)
+    with pool.connection() as conn, conn.transaction():
+        # Hold the live position: the service's runner waits here until the switch commits.
+        conn.execute(
+            "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,)
+        )
+        while True:
+            n = runner.run_once(conn)
+            total += n
+            if progress is not None and n:
+                progress(n)
+            if n < batch_size:
+                break
+        final = conn.execute(
+            "SELECT position FROM projection_tracking WHERE name = %s", (tracking,)
+        ).fetchone()
+        old_table = live_table + "__old"
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old_table)))
+        conn.execute(
+            sql.SQL("ALTER TABLE IF EXISTS {} RENAME TO {}").format(
+                sql.Identifier(live_table), sql.Identifier(old_table)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                sql.Identifier(new_table), sql.Identifier(live_table)
+            )
+        )
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old_table)))
+        conn.execute(
+            "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
+            (final[0] if final else 0, name),
+        )
+        conn.execute("DELETE FROM projection_tracking WHERE name = %s", (tracking,))
+    return total

@@ -1,0 +1,48 @@
+"""Tables the service owns beside the event store, created once at start-up.
+
+DDL runs under a transaction-level advisory lock: several processes starting together
+would otherwise race (``tuple concurrently updated``).
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+SCHEMA_LOCK_KEY = 0x1ED6E7  # any constant; shared by every ledger process
+
+DDL = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id uuid PRIMARY KEY,
+    key_hash text NOT NULL UNIQUE,
+    merchant_id text NOT NULL,
+    role text NOT NULL CHECK (role IN ('merchant', 'auditor', 'analyst', 'admin')),
+    label text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    merchant_id text NOT NULL,
+    key text NOT NULL,
+    request_hash text NOT NULL,
+    status integer NOT NULL,
+    body bytea NOT NULL,
+    position bigint,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT idempotency_keys_pkey PRIMARY KEY (merchant_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx ON idempotency_keys (created_at);
+CREATE TABLE IF NOT EXISTS projection_tracking (
+    name text PRIMARY KEY,
+    position bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def migrate(conninfo: str, extra_ddl: list[str] | None = None) -> None:
+    """Create our tables (and any ``extra_ddl``) idempotently, one process at a time."""
+    with psycopg.connect(conninfo) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        conn.execute(DDL)
+        for statement in extra_ddl or []:
+            conn.execute(statement)

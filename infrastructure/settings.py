@@ -1,0 +1,45 @@
+"""One typed settings object shared by every ``ledger`` subcommand (env prefix ``LEDGER_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Unsafe values are refused at start-up, not discovered later."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL (>= 15) URL. Unset: an embedded server under state_dir.",
+    )
+    state_dir: Path = Field(default=Path(".ledger"), description="Embedded database and state.")
+    database_name: str = Field(default="ledger", description="Database used on the embedded server.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    pool_size: int = Field(default=8, ge=1, le=200)
+    lock_timeout_s: int = Field(default=5, ge=1, le=600)
+    wallet_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    idempotency_ttl_hours: int = Field(default=48, ge=24)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    min_position_wait_s: float = Field(default=5.0, gt=0, le=60)
+
+    projection_batch_size: int = Field(default=2_000, ge=1, le=100_000)
+    projection_poll_s: float = Field(default=0.2, gt=0, le=10)
+    run_projections_in_service: bool = True
+    sweeper_interval_s: float = Field(default=1.0, gt=0, le=3600)
+
+    graphql_max_depth: int = Field(default=8, ge=2, le=50)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    def database_url_value(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None

@@ -1,0 +1,101 @@
+"""PostgreSQL implementations of the ports declared by commands/, projections/, read_api/."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import timedelta
+
+import orjson
+from psycopg_pool import ConnectionPool
+
+from commands.idempotency import IdempotencyKeyTaken, IdempotencyRecord, StoredResponse
+from commands.model import ROLES, Principal
+from infrastructure.eventstore import INSERT_IDEMPOTENCY
+
+import psycopg
+
+
+class PgIdempotencyStore:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def get(self, merchant_id: str, key: str) -> StoredResponse | None:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT request_hash, status, body FROM idempotency_keys"
+                " WHERE merchant_id = %s AND key = %s",
+                (merchant_id, key),
+                prepare=True,
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredResponse(row[0], row[1], orjson.loads(row[2]))
+
+    def record_failure(self, record: IdempotencyRecord) -> None:
+        try:
+            with self.pool.connection() as conn:
+                conn.execute(
+                    INSERT_IDEMPOTENCY,
+                    (
+                        record.merchant_id,
+                        record.key,
+                        record.request_hash,
+                        record.status,
+                        orjson.dumps(record.body),
+                        None,
+                    ),
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            raise IdempotencyKeyTaken(str(exc)) from exc
+
+    def purge_older_than(self, age: timedelta) -> int:
+        """Drop records past their retention (at least 24 hours, see Settings)."""
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < now() - %s", (age,)
+            )
+            return cur.rowcount
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class PgApiKeyStore:
+    """API keys, stored as SHA-256 hashes: the raw key is shown once, at creation."""
+
+    PREFIX = "lk_"
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def create(self, merchant_id: str, role: str, label: str = "") -> str:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if not merchant_id or len(merchant_id) > 200:
+            raise ValueError("merchant must be 1-200 characters")
+        raw = self.PREFIX + secrets.token_urlsafe(32)
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (id, key_hash, merchant_id, role, label)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (uuid.uuid4(), hash_key(raw), merchant_id, role, label),
+            )
+        return raw
+
+    def authenticate(self, raw: str) -> Principal | None:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT merchant_id, role FROM api_keys"
+                " WHERE key_hash = %s AND revoked_at IS NULL",
+                (hash_key(raw),),
+                prepare=True,
+            ).fetchone()
+        return Principal(row[0], row[1]) if row else None
+
+    def count(self) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT count(*) FROM api_keys").fetchone()
+        return int(row[0]) if row else 0
