@@ -1,7 +1,7 @@
 """Tables the service owns beside the event store, created once at start-up.
 
-DDL runs under a transaction-level advisory lock: several processes starting together
-would otherwise race (``tuple concurrently updated``).
+The caller (``container.bootstrap_schema``) holds an advisory lock around this: several
+processes starting together would otherwise race (``tuple concurrently updated``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,7 @@ CREATE TABLE IF NOT EXISTS projection_tracking (
 """
 
 
-def migrate(conninfo: str, extra_ddl: list[str] | None = None) -> None:
-    """Create our tables (and any ``extra_ddl``) idempotently, one process at a time."""
+def migrate(conninfo: str) -> None:
+    """Create our tables idempotently (call with the schema advisory lock held)."""
     with psycopg.connect(conninfo) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
         conn.execute(DDL)
-        for statement in extra_ddl or []:
-            conn.execute(statement)

@@ -1,0 +1,53 @@
+"""The ASGI app: command API (REST) and read API (GraphQL at /graphql) on one server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from commands.api.app import install_command_api
+from commands.api.deps import ApiContext
+from infrastructure.container import Container
+
+
+def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        container.start_background()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                container.close()
+
+    app = FastAPI(
+        title="Payments Ledger",
+        version="0.1.0",
+        summary="Event-sourced double-entry ledger: wallets, transfers, holds, batches.",
+        lifespan=lifespan,
+    )
+    install_command_api(
+        app,
+        ApiContext(engine=container.engine, authenticator=container.api_keys),
+        container.health,
+        container.settings.max_body_bytes,
+    )
+    _mount_graphql(app, container)
+    return app
+
+
+def _mount_graphql(app: FastAPI, container: Container) -> None:
+    try:
+        from infrastructure.read_queries import PgReadQueries
+        from read_api.router import create_graphql_router
+    except ImportError:  # the read API is being built alongside; the REST API stands alone
+        return
+    router = create_graphql_router(
+        PgReadQueries(container.pool),
+        container.api_keys.authenticate,
+        max_depth=container.settings.graphql_max_depth,
+        min_position_timeout_s=container.settings.min_position_wait_s,
+    )
+    app.include_router(router, prefix="/graphql")
