@@ -11,6 +11,7 @@ Batching many queued commands into one transaction (group commit) can replace
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -135,7 +136,9 @@ class LedgerEngine:
             raise key_reused()
         return Outcome(stored.status, stored.body, stored.body.get("position"), replayed=True)
 
-    def _record(self, request: CommandRequest, status: int, body: dict[str, Any]) -> IdempotencyRecord | None:
+    def _record(
+        self, request: CommandRequest, status: int, body: dict[str, Any]
+    ) -> IdempotencyRecord | None:
         if request.idempotency_key is None:
             return None
         return IdempotencyRecord(
@@ -203,10 +206,8 @@ class LedgerEngine:
         if cache is None:
             return
         for aggregate in uow.changed():
-            try:
+            with contextlib.suppress(KeyError):
                 cache.get(aggregate.id, evict=True)
-            except KeyError:
-                pass
 
 
 __all__ = ["LedgerEngine", "Outcome", "RequestProblem"]

@@ -253,7 +253,11 @@ def transfer_batch(cmd: TransferBatch, uow: UnitOfWork) -> Result:
             if cmd.atomic:
                 raise BatchItemFailed(index, exc) from exc
             results.append(
-                {"index": index, "status": "failed", "error": {"type": exc.code, "detail": exc.detail}}
+                {
+                    "index": index,
+                    "status": "failed",
+                    "error": {"type": exc.code, "detail": exc.detail},
+                }
             )
         else:
             results.append({"index": index, "status": "ok", "transfer": transfer_view(transfer)})

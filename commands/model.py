@@ -11,6 +11,7 @@ from domain.money import Currency, Money
 from domain.principal import ROLES as ROLES
 from domain.principal import Principal as Principal
 
+
 @dataclass(frozen=True, slots=True)
 class OpenWallet:
     merchant_id: str

@@ -103,11 +103,9 @@ class Replayer:
     def finish(self) -> None:
         """End-of-history checks: every entry balances, currencies sum to zero, holds."""
         world_ids = {str(world_account_id(c)) for c in {w.currency for w in self.wallets.values()}}
-        for tid, (debited, credited) in self.postings.items():
-            transfer = self.transfers.get(tid)
-            if transfer is None:
+        for tid in self.postings:
+            if tid not in self.transfers:
                 self._fail(self.last_position, tid, "wallet posting without a transfer")
-                continue
         held: dict[str, int] = defaultdict(int)
         for tid, transfer in self.transfers.items():
             debited, credited = self.postings.get(tid, [0, 0])
@@ -130,7 +128,8 @@ class Replayer:
                 self._fail(
                     self.last_position,
                     wid,
-                    f"pending {wallet.pending} differs from its pending transfers {held.get(wid, 0)}",
+                    f"pending {wallet.pending} differs from its pending transfers "
+                    f"{held.get(wid, 0)}",
                 )
         for currency, total in totals.items():
             if total + self.world[currency] != 0:

@@ -53,7 +53,8 @@ def open_transfer(
             raise SameAccount("debit and credit wallet must differ")
         if debit.currency != credit.currency:
             raise CurrencyMismatch(
-                f"wallet {debit.id} holds {debit.currency}, wallet {credit.id} holds {credit.currency}"
+                f"wallet {debit.id} holds {debit.currency}, "
+                f"wallet {credit.id} holds {credit.currency}"
             )
     amount.require_positive()
     if pending and debit is None:

@@ -42,7 +42,9 @@ class Money:
     def __post_init__(self) -> None:
         # bool is an int subclass; a float is never money.
         if type(self.minor) is not int:
-            raise InvalidAmount(f"amount must be an integer number of minor units, not {self.minor!r}")
+            raise InvalidAmount(
+                f"amount must be an integer number of minor units, not {self.minor!r}"
+            )
 
     @classmethod
     def of(cls, minor: int, currency: str | Currency) -> Money:
@@ -63,7 +65,7 @@ class Money:
             )
         if len(text) > 40 or not _DECIMAL_RE.match(text):
             raise InvalidAmount(f'amount {text!r} is not a plain decimal string such as "12.34"')
-        whole, _, frac = text.partition(".")
+        _, _, frac = text.partition(".")
         if len(frac) > cur.exponent:
             raise InvalidAmount(
                 f"{cur.code} allows {cur.exponent} decimal places; {text!r} has {len(frac)}"

@@ -134,10 +134,8 @@ class Transfer(Aggregate):
         """Guard for post and void: pending, and not past its expiry at command time."""
         if self.status != PENDING:
             raise TransferNotPending(f"transfer {self.id} is {self.status}, not pending")
-        if self.is_expired_at(now):
-            raise TransferExpired(
-                f"transfer {self.id} expired at {self.expires_at.isoformat() if self.expires_at else ''}"
-            )
+        if self.expires_at is not None and now >= self.expires_at:
+            raise TransferExpired(f"transfer {self.id} expired at {self.expires_at.isoformat()}")
 
     def require_postable(self, amount: Money, now: datetime) -> None:
         self.require_pending(now)

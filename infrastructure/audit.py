@@ -147,7 +147,9 @@ class _Comparator:
         want = (sign * event.amount, event.posted_after, event.transfer_id)
         self.report.checked_rows += 1
         if row != want:
-            self._mismatch(f"statements: wallet {wid} position {position}: row {row}, events {want}")
+            self._mismatch(
+                f"statements: wallet {wid} position {position}: row {row}, events {want}"
+            )
 
     def finish(self, replayer: Replayer) -> None:
         self.before(2**63, replayer)
@@ -170,7 +172,9 @@ class _Comparator:
                 continue
             self.report.checked_rows += 1
             if row is None or row[4] != total:
-                self._mismatch(f"balances@{pos}: world {currency}: row {row}, events posted {total}")
+                self._mismatch(
+                    f"balances@{pos}: world {currency}: row {row}, events posted {total}"
+                )
         for wid, row in list(rows.items())[:20]:
             self._mismatch(f"balances@{pos}: row for {wid} has no events: {row}")
 

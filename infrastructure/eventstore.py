@@ -65,7 +65,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         try:
-            return super().insert_events(stored_events, **kwargs)
+            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            return ids
         except IntegrityError as exc:
             if "idempotency_keys_pkey" in str(exc):
                 raise IdempotencyKeyTaken(str(exc)) from exc

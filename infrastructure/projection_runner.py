@@ -102,7 +102,9 @@ class ProjectionRunner:
         floors = [positions[t.tracking] for t in self.targets]
         for nid, oid, version, topic, state in events:
             domain_event = self.mapper.to_domain_event(
-                StoredEvent(originator_id=oid, originator_version=version, topic=topic, state=bytes(state))
+                StoredEvent(
+                    originator_id=oid, originator_version=version, topic=topic, state=bytes(state)
+                )
             )
             for target, buffer, floor in zip(self.targets, buffers, floors, strict=True):
                 if nid > floor:
@@ -111,8 +113,7 @@ class ProjectionRunner:
             buffer.flush(conn)
         last = int(events[-1][0])
         conn.execute(
-            "UPDATE projection_tracking SET position = %s, updated_at = now()"
-            " WHERE name = ANY(%s)",
+            "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = ANY(%s)",
             (last, names),
         )
         return len(events)
@@ -165,7 +166,9 @@ class BackgroundProjections:
 def positions(pool: ConnectionPool) -> tuple[dict[str, int], int]:
     """Each projection's position, and the event store's head position."""
     with pool.connection() as conn:
-        rows = conn.execute("SELECT name, position FROM projection_tracking ORDER BY name").fetchall()
+        rows = conn.execute(
+            "SELECT name, position FROM projection_tracking ORDER BY name"
+        ).fetchall()
         head = conn.execute(
             sql.SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}").format(
                 sql.Identifier(EVENTS_TABLE)
@@ -200,9 +203,7 @@ def rebuild(
     total = runner.run_until_caught_up(progress)
     with pool.connection() as conn, conn.transaction():
         # Hold the live position: the service's runner waits here until the switch commits.
-        conn.execute(
-            "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,)
-        )
+        conn.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,))
         while True:
             n = runner.run_once(conn)
             total += n

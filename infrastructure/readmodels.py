@@ -89,7 +89,7 @@ def create_table(conn: Connection[Any], projection: str, table: str) -> None:
     if exists and exists[0] is not None:
         return
     ddl = TABLES[projection][1].format(t=sql.Identifier(table).as_string(conn))
-    conn.execute(ddl)  # type: ignore[arg-type]
+    conn.execute(ddl)
 
 
 # ---- buffered writers ---------------------------------------------------------------------
@@ -161,9 +161,7 @@ class BalancesBuffer:
                     )
                 ) as copy:
                     for row in self.opened.values():
-                        copy.write_row(
-                            [Jsonb(row[c]) if c == "metadata" else row[c] for c in cols]
-                        )
+                        copy.write_row([Jsonb(row[c]) if c == "metadata" else row[c] for c in cols])
             if self.changes:
                 cur.executemany(
                     sql.SQL(

@@ -18,7 +18,9 @@ class Settings(BaseSettings):
         description="PostgreSQL (>= 15) URL. Unset: an embedded server under state_dir.",
     )
     state_dir: Path = Field(default=Path(".ledger"), description="Embedded database and state.")
-    database_name: str = Field(default="ledger", description="Database used on the embedded server.")
+    database_name: str = Field(
+        default="ledger", description="Database used on the embedded server."
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 

@@ -8,13 +8,12 @@ import uuid
 from datetime import timedelta
 
 import orjson
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from commands.idempotency import IdempotencyKeyTaken, IdempotencyRecord, StoredResponse
 from commands.model import ROLES, Principal
 from infrastructure.eventstore import INSERT_IDEMPOTENCY
-
-import psycopg
 
 
 class PgIdempotencyStore:
@@ -53,9 +52,7 @@ class PgIdempotencyStore:
     def purge_older_than(self, age: timedelta) -> int:
         """Drop records past their retention (at least 24 hours, see Settings)."""
         with self.pool.connection() as conn:
-            cur = conn.execute(
-                "DELETE FROM idempotency_keys WHERE created_at < now() - %s", (age,)
-            )
+            cur = conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - %s", (age,))
             return cur.rowcount
 
 
@@ -88,8 +85,7 @@ class PgApiKeyStore:
     def authenticate(self, raw: str) -> Principal | None:
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT merchant_id, role FROM api_keys"
-                " WHERE key_hash = %s AND revoked_at IS NULL",
+                "SELECT merchant_id, role FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
                 (hash_key(raw),),
                 prepare=True,
             ).fetchone()

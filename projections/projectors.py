@@ -54,7 +54,9 @@ class BalancesProjector:
                 )
             )
         elif isinstance(event, Wallet.Debited | Wallet.Credited):
-            writer.wallet_changed(WalletChange(wid, position, at, version, posted=event.posted_after))
+            writer.wallet_changed(
+                WalletChange(wid, position, at, version, posted=event.posted_after)
+            )
             world_currency = self._world_currency(event)
             if world_currency is not None:
                 # The world account mirrors the wallet side: a deposit credits the wallet
@@ -65,7 +67,9 @@ class BalancesProjector:
                     WalletChange(event.counterparty_id, position, at, world_delta=delta)
                 )
         elif isinstance(event, Wallet.HoldPlaced | Wallet.HoldReleased):
-            writer.wallet_changed(WalletChange(wid, position, at, version, pending=event.pending_after))
+            writer.wallet_changed(
+                WalletChange(wid, position, at, version, pending=event.pending_after)
+            )
         elif isinstance(event, Wallet.Frozen):
             writer.wallet_changed(WalletChange(wid, position, at, version, status=FROZEN))
         elif isinstance(event, Wallet.Unfrozen):
@@ -147,7 +151,9 @@ class TransfersProjector:
                 )
             )
         elif isinstance(event, Transfer.Posted):
-            writer.transfer_changed(TransferChange(tid, POSTED, event.amount, event.timestamp, position))
+            writer.transfer_changed(
+                TransferChange(tid, POSTED, event.amount, event.timestamp, position)
+            )
         elif isinstance(event, Transfer.Voided):
             writer.transfer_changed(TransferChange(tid, VOIDED, None, event.timestamp, position))
         elif isinstance(event, Transfer.Expired):

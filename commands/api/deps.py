@@ -97,9 +97,7 @@ def writer(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Writer:
     if not principal.can_write:
-        raise RequestProblem(
-            "forbidden", "Forbidden", 403, f"role {principal.role!r} is read-only"
-        )
+        raise RequestProblem("forbidden", "Forbidden", 403, f"role {principal.role!r} is read-only")
     if idempotency_key is None or not idempotency_key.strip():
         raise RequestProblem(
             "idempotency-key-missing",

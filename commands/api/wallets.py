@@ -37,5 +37,7 @@ async def unfreeze_wallet(
 
 
 @router.post("/{wallet_id}/close", summary="Close a wallet (only at zero balance)")
-async def close_wallet(wallet_id: UUID, writer: CommandWriter, body: Empty | None = None) -> Response:
+async def close_wallet(
+    wallet_id: UUID, writer: CommandWriter, body: Empty | None = None
+) -> Response:
     return await writer.run(CloseWallet(wallet_id))
