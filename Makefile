@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-unit lint fmt bench audit clean
+.PHONY: run test test-unit lint fmt bench bench-quick audit clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy domain commands projections read_api infrastructure
 	$(BIN)/lint-imports
+
+## bench: every performance workload, raw-PostgreSQL ceiling included; writes bench/results.json
+bench: $(STAMP)
+	$(BIN)/ledger bench
+
+bench-quick: $(STAMP)
+	$(BIN)/ledger bench --quick
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -164,6 +164,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from infrastructure.bench import main as bench_main
+
+    return bench_main(quick=args.quick)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ledger", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -198,6 +204,10 @@ def parser() -> argparse.ArgumentParser:
     verify = audit.add_parser("verify", help="replay everything and check every invariant")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(func=cmd_audit_verify)
+
+    bench = sub.add_parser("bench", help="run every benchmark workload; writes bench/results.json")
+    bench.add_argument("--quick", action="store_true", help="short soak, 200,000 events")
+    bench.set_defaults(func=cmd_bench)
 
     migrate = sub.add_parser("migrate", help="create or update the database schema")
     migrate.set_defaults(func=cmd_migrate)
