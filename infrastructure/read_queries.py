@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg import sql  # noqa: TID251 - drivers belong here, in infrastructure
-from psycopg_pool import ConnectionPool  # noqa: TID251
+from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from read_api.ports import Scope, StatementRecord, TransferRecord, WalletRecord
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,9 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 500
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BIGINT_MAX = 2**63 - 1
+_POSITION = re.compile(r"[0-9]{1,19}")
+_MICROS = re.compile(r"-?[0-9]{1,18}")
 
 
 def page_size(first: int | None) -> int:
@@ -34,6 +38,16 @@ def _encode(kind: str, key: str) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{key}".encode()).decode().rstrip("=")
 
 
+def _invalid(cursor: str) -> ValidationError:
+    return ValidationError(f"after: {cursor!r} is not a cursor of this connection")
+
+
+def _position(key: str, cursor: str) -> int:
+    if not _POSITION.fullmatch(key) or int(key) > _BIGINT_MAX:
+        raise _invalid(cursor)
+    return int(key)
+
+
 def _decode(kind: str, cursor: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
@@ -41,7 +55,7 @@ def _decode(kind: str, cursor: str) -> str:
         raw = ""
     prefix, sep, key = raw.partition(":")
     if prefix != kind or not sep or not key:
-        raise ValidationError(f"after: {cursor!r} is not a cursor of this connection")
+        raise _invalid(cursor)
     return key
 
 
@@ -54,7 +68,7 @@ def parse_wallet_cursor(cursor: str) -> str:
     try:
         return str(uuid.UUID(key))
     except ValueError:
-        raise ValidationError(f"after: {cursor!r} is not a cursor of this connection") from None
+        raise _invalid(cursor) from None
 
 
 def transfer_cursor(position: int) -> str:
@@ -62,10 +76,7 @@ def transfer_cursor(position: int) -> str:
 
 
 def parse_transfer_cursor(cursor: str) -> int:
-    key = _decode("t", cursor)
-    if not key.isdigit():
-        raise ValidationError(f"after: {cursor!r} is not a cursor of this connection")
-    return int(key)
+    return _position(_decode("t", cursor), cursor)
 
 
 def statement_cursor(at: datetime, position: int) -> str:
@@ -75,10 +86,10 @@ def statement_cursor(at: datetime, position: int) -> str:
 
 def parse_statement_cursor(cursor: str) -> tuple[datetime, int]:
     micros, _, position = _decode("s", cursor).partition(":")
-    if not position.isdigit() or not micros.lstrip("-").isdigit() or len(micros) > 20:
-        raise ValidationError(f"after: {cursor!r} is not a cursor of this connection")
+    if not _MICROS.fullmatch(micros):
+        raise _invalid(cursor)
     try:
         at = _EPOCH + timedelta(microseconds=int(micros))
     except OverflowError:
-        raise ValidationError(f"after: {cursor!r} is not a cursor of this connection") from None
-    return at, int(position)
+        raise _invalid(cursor) from None
+    return at, _position(position, cursor)

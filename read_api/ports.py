@@ -16,8 +16,6 @@ from typing import Any, Protocol
 
 from domain.principal import Principal
 
-SYSTEM_MERCHANT = "system"
-
 # The projections whose tables the schema reads; ``Ledger-Min-Position`` waits for all.
 READ_PROJECTIONS = ("balances", "statements", "transfers")
 

@@ -1,0 +1,107 @@
+"""Per-request GraphQL context, and the ``Ledger-Min-Position`` gate.
+
+Reading your writes: a command response carries the event position it produced; a client
+sends it back as ``Ledger-Min-Position: N`` and the request waits (asynchronously,
+polling ``positions()`` in a worker thread every ``POLL_S``) until every projection the
+schema reads has reached ``N``, for at most the configured timeout.
+
+When the timeout passes first, the answer is HTTP 200 with ``data: null`` and one GraphQL
+error whose ``extensions.type`` is ``/problems/position-not-reached`` (the client may
+retry). A header that is not a non-negative integer is a ``validation-error``. Requests
+without a principal do not wait: they are answered ``unauthorized`` at once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.fastapi import BaseContext
+
+from domain.errors import LedgerError, ValidationError
+from domain.principal import Principal
+from read_api.errors import PositionNotReached, Unauthorized, problem_extensions
+from read_api.ports import READ_PROJECTIONS, ReadQueries, Scope
+
+MIN_POSITION_HEADER = "Ledger-Min-Position"
+POLL_S = 0.01
+DEFAULT_MIN_POSITION_TIMEOUT_S = 5.0
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+R = TypeVar("R")
+
+
+class ReadContext(BaseContext):
+    """What resolvers need: the port, the caller, and the read-your-writes request."""
+
+    def __init__(
+        self,
+        queries: ReadQueries,
+        principal: Principal | None,
+        *,
+        min_position: str | None = None,
+        min_position_timeout_s: float = DEFAULT_MIN_POSITION_TIMEOUT_S,
+        unauthorized_detail: str = "send 'Authorization: Bearer <api key>'",
+    ) -> None:
+        super().__init__()
+        self.queries = queries
+        self.principal = principal
+        self.min_position = min_position
+        self.min_position_timeout_s = min_position_timeout_s
+        self.unauthorized_detail = unauthorized_detail
+
+    def scope(self) -> Scope:
+        """The caller's scope; ``Unauthorized`` without a principal."""
+        if self.principal is None:
+            raise Unauthorized(self.unauthorized_detail)
+        return Scope.of(self.principal)
+
+    async def run(self, fn: Callable[[], R]) -> R:
+        """Run a blocking port call in a worker thread."""
+        return await anyio.to_thread.run_sync(fn)
+
+    async def wait_for_min_position(self) -> None:
+        """Return once the read models reached ``min_position``; raise otherwise."""
+        if self.min_position is None or self.principal is None:
+            return
+        raw = self.min_position.strip()
+        if not _DIGITS.fullmatch(raw):
+            raise ValidationError(
+                f"{MIN_POSITION_HEADER} must be a non-negative integer, not {raw[:40]!r}"
+            )
+        target = int(raw)
+        deadline = time.monotonic() + self.min_position_timeout_s
+        while True:
+            positions = await self.run(self.queries.positions)
+            lowest = min(positions.get(name, 0) for name in READ_PROJECTIONS)
+            if lowest >= target:
+                return
+            if time.monotonic() >= deadline:
+                raise PositionNotReached(
+                    f"read models are at position {lowest}, not yet {target}, after"
+                    f" {self.min_position_timeout_s:g} s; retry the request"
+                )
+            await anyio.sleep(POLL_S)
+
+
+class MinPositionGate(SchemaExtension):
+    """Hold execution until ``Ledger-Min-Position`` is reached (see the module doc)."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, ReadContext):
+            try:
+                await context.wait_for_min_position()
+            except LedgerError as exc:
+                error = GraphQLError(
+                    exc.detail, original_error=exc, extensions=problem_extensions(exc)
+                )
+                self.execution_context.result = GraphQLExecutionResult(data=None, errors=[error])
+        yield

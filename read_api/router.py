@@ -1,0 +1,75 @@
+"""The FastAPI router serving the read schema; the caller mounts it at ``/graphql``::
+
+    app.include_router(create_graphql_router(queries, authenticate), prefix="/graphql")
+
+GraphiQL answers ``GET /graphql`` in a browser. Queries go as ``POST /graphql`` (or GET
+with ``?query=``) with ``Authorization: Bearer <api key>``; errors are GraphQL errors in an
+HTTP 200 body, each with a problem ``extensions.type`` (see ``read_api.errors``), and an
+unmet ``Ledger-Min-Position`` too (see ``read_api.context``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio.to_thread
+from fastapi import Request
+from strawberry.fastapi import GraphQLRouter
+
+from domain.principal import Principal
+from read_api.context import (
+    DEFAULT_MIN_POSITION_TIMEOUT_S,
+    MIN_POSITION_HEADER,
+    ReadContext,
+)
+from read_api.ports import ReadQueries
+from read_api.schema import DEFAULT_MAX_DEPTH, build_schema
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, key = authorization.strip().partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
+def create_graphql_router(
+    queries: ReadQueries,
+    authenticate: Callable[[str], Principal | None],
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    min_position_timeout_s: float = DEFAULT_MIN_POSITION_TIMEOUT_S,
+) -> GraphQLRouter[ReadContext, None]:
+    """A GraphQL router (GraphiQL enabled) answering from ``queries``.
+
+    ``authenticate`` maps an API key to its principal (None if unknown or revoked); it may
+    block, so it runs in a worker thread, as do all ``queries`` calls.
+    """
+    if max_depth < 1:
+        raise ValueError("max_depth must be at least 1")
+    if min_position_timeout_s <= 0:
+        raise ValueError("min_position_timeout_s must be positive")
+
+    async def get_context(request: Request) -> ReadContext:
+        key = bearer_key(request.headers.get("authorization"))
+        principal = None
+        detail = "send 'Authorization: Bearer <api key>'"
+        if key is not None:
+            principal = await anyio.to_thread.run_sync(authenticate, key)
+            if principal is None:
+                detail = "unknown or revoked API key"
+        return ReadContext(
+            queries,
+            principal,
+            min_position=request.headers.get(MIN_POSITION_HEADER),
+            min_position_timeout_s=min_position_timeout_s,
+            unauthorized_detail=detail,
+        )
+
+    return GraphQLRouter[ReadContext, None](
+        build_schema(max_depth),
+        context_getter=get_context,
+        graphql_ide="graphiql",
+    )
