@@ -72,6 +72,7 @@ CREATE TABLE {t} (
 CREATE INDEX ON {t} (debit_account_id, position);
 CREATE INDEX ON {t} (credit_account_id, position);
 CREATE INDEX ON {t} (merchant_id, position);
+CREATE INDEX ON {t} (position);
 CREATE INDEX ON {t} (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
 """
 

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     run_projections_in_service: bool = True
     sweeper_interval_s: float = Field(default=1.0, gt=0, le=3600)
 
-    graphql_max_depth: int = Field(default=8, ge=2, le=50)
+    graphql_max_depth: int = Field(default=8, ge=6, le=50)
 
     @field_validator("database_url", mode="before")
     @classmethod

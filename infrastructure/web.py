@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from commands.api.app import install_command_api
 from commands.api.deps import ApiContext
 from infrastructure.container import Container
+from infrastructure.read_queries import PgReadQueries
+from read_api.router import create_graphql_router
 
 
 def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -39,11 +41,6 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
 
 
 def _mount_graphql(app: FastAPI, container: Container) -> None:
-    try:
-        from infrastructure.read_queries import PgReadQueries
-        from read_api.router import create_graphql_router
-    except ImportError:  # the read API is being built alongside; the REST API stands alone
-        return
     router = create_graphql_router(
         PgReadQueries(container.pool),
         container.api_keys.authenticate,
