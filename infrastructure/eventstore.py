@@ -40,17 +40,47 @@ INSERT_IDEMPOTENCY = SQL(
     "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, position)"
     " VALUES (%s, %s, %s, %s, %s, %s)"
 )
+INSERT_IDEMPOTENCY_MANY = SQL(
+    "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, position)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bytea[],"
+    " %s::bigint[])"
+)
+
+# One command's idempotency record, and the index (within the transaction's events) of
+# the command's last event, or None when it wrote no event.
+RecordAt = tuple[IdempotencyRecord, int | None]
 
 
-def _idempotency_row(record: IdempotencyRecord, position: int | None) -> tuple[Any, ...]:
-    return (
-        record.merchant_id,
-        record.key,
-        record.request_hash,
-        record.status,
-        orjson.dumps(record.body_at(position)),
-        position,
-    )
+def _records(kwargs: dict[str, Any]) -> list[RecordAt]:
+    value = kwargs.get("idempotency")
+    if value is None:
+        return []
+    if isinstance(value, IdempotencyRecord):  # one command: its last event is the last one
+        return [(value, -1)]
+    return list(value)
+
+
+def _insert_records(
+    curs: Cursor[DictRow], rows: list[tuple[IdempotencyRecord, int | None]]
+) -> None:
+    if not rows:
+        return
+    columns: list[list[Any]] = [[], [], [], [], [], []]
+    for record, position in rows:
+        for column, value in zip(
+            columns,
+            (
+                record.merchant_id,
+                record.key,
+                record.request_hash,
+                record.status,
+                orjson.dumps(record.body_at(position)),
+                position,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    curs.execute(INSERT_IDEMPOTENCY_MANY, columns)
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
@@ -75,17 +105,18 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        record: IdempotencyRecord | None = kwargs.get("idempotency")
-        if record is not None and not stored_events:
-            curs.execute(INSERT_IDEMPOTENCY, _idempotency_row(record, None))
+        if not stored_events:  # records of requests that wrote no event
+            _insert_records(curs, [(r, None) for r, _ in _records(kwargs)])
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        record: IdempotencyRecord | None = kwargs.get("idempotency")
-        if record is not None and ids:
-            curs.execute(INSERT_IDEMPOTENCY, _idempotency_row(record, max(ids)))
+        records = _records(kwargs)
+        if records and ids:
+            _insert_records(
+                curs, [(r, ids[index] if index is not None else None) for r, index in records]
+            )
         return ids
 
 
@@ -110,9 +141,7 @@ def eventsourcing_env(
         # Never enable: it let a following reader skip events under concurrent writers.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "CREATE_TABLE": "y" if create_table else "n",
-        "AGGREGATE_CACHE_MAXSIZE": str(settings.wallet_cache_size),
-        "AGGREGATE_CACHE_FASTFORWARD": "y",
-        "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
+        # The engine keeps its own bounded cache; the library's stays off.
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Collection
 from datetime import timedelta
 
 import orjson
@@ -32,6 +33,19 @@ class PgIdempotencyStore:
             return None
         return StoredResponse(row[0], row[1], orjson.loads(row[2]))
 
+    def get_many(self, scopes: list[tuple[str, str]]) -> dict[tuple[str, str], StoredResponse]:
+        """Stored answers for many (merchant, key) pairs in one round trip."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT k.merchant_id, k.key, k.request_hash, k.status, k.body"
+                " FROM idempotency_keys k"
+                " JOIN unnest(%s::text[], %s::text[]) AS q(merchant_id, key)"
+                " ON k.merchant_id = q.merchant_id AND k.key = q.key",
+                ([m for m, _ in scopes], [k for _, k in scopes]),
+                prepare=True,
+            ).fetchall()
+        return {(r[0], r[1]): StoredResponse(r[2], r[3], orjson.loads(r[4])) for r in rows}
+
     def record_failure(self, record: IdempotencyRecord) -> None:
         try:
             with self.pool.connection() as conn:
@@ -54,6 +68,25 @@ class PgIdempotencyStore:
         with self.pool.connection() as conn:
             cur = conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - %s", (age,))
             return cur.rowcount
+
+
+class PgVersionProbe:
+    """The highest stored version of each aggregate, one index probe per id."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def current_versions(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+        if not ids:
+            return {}
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT q.id, (SELECT max(e.originator_version) FROM ledger_events e"
+                " WHERE e.originator_id = q.id) FROM unnest(%s::uuid[]) AS q(id)",
+                (list(ids),),
+                prepare=True,
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows if r[1] is not None}
 
 
 def hash_key(raw: str) -> str:
