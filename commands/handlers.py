@@ -12,7 +12,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from commands.application import LedgerApplication
 from commands.model import (
     CloseWallet,
     Command,
@@ -49,9 +48,13 @@ class UnitOfWork:
     """Aggregates loaded or created by one command; each loaded at most once."""
 
     def __init__(
-        self, app: LedgerApplication, principal: Principal, ctx: CommandContext, id_seed: str
+        self,
+        load: Callable[[UUID], Aggregate],
+        principal: Principal,
+        ctx: CommandContext,
+        id_seed: str,
     ) -> None:
-        self.app = app
+        self._load = load
         self.principal = principal
         self.ctx = ctx
         self.id_seed = id_seed
@@ -63,21 +66,22 @@ class UnitOfWork:
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
 
-    def wallet(self, wallet_id: UUID) -> Wallet:
-        agg = self._aggregates.get(wallet_id)
+    def _get(self, aggregate_id: UUID) -> Aggregate:
+        agg = self._aggregates.get(aggregate_id)
         if agg is None:
-            agg = self.app.get_wallet(wallet_id)
-            self._aggregates[wallet_id] = agg
+            agg = self._load(aggregate_id)
+            self._aggregates[aggregate_id] = agg
+        return agg
+
+    def wallet(self, wallet_id: UUID) -> Wallet:
+        agg = self._get(wallet_id)
         if not isinstance(agg, Wallet) or not self.principal.may_see(agg.merchant_id):
             # Another merchant's wallet is reported as absent, not as forbidden.
             raise NotFound(f"wallet {wallet_id} not found")
         return agg
 
     def transfer(self, transfer_id: UUID) -> Transfer:
-        agg = self._aggregates.get(transfer_id)
-        if agg is None:
-            agg = self.app.get_transfer(transfer_id)
-            self._aggregates[transfer_id] = agg
+        agg = self._get(transfer_id)
         if not isinstance(agg, Transfer) or not self.principal.may_see(agg.merchant_id):
             raise NotFound(f"transfer {transfer_id} not found")
         return agg
@@ -87,8 +91,9 @@ class UnitOfWork:
             return None
         return self.wallet(UUID(account_id))
 
-    def changed(self) -> list[Aggregate]:
-        return [a for a in self._aggregates.values() if a.pending_events]
+    def touched(self) -> list[Aggregate]:
+        """Every aggregate this command loaded or created, in the order it did."""
+        return list(self._aggregates.values())
 
     def wallets_view(self, *wallets: Wallet | None) -> list[dict[str, Any]]:
         return [wallet_view(w) for w in wallets if w is not None]

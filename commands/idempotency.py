@@ -38,14 +38,10 @@ class IdempotencyKeyTaken(Exception):
 
 
 class IdempotencyStore(Protocol):
-    """Port: look up a stored answer. Writing happens with the events (see the recorder)."""
+    """Port: look up stored answers. Writing happens with the events (see the recorder)."""
 
     def get(self, merchant_id: str, key: str) -> StoredResponse | None: ...
 
     def get_many(self, scopes: list[tuple[str, str]]) -> dict[tuple[str, str], StoredResponse]:
         """Stored answers for many (merchant, key) pairs at once."""
-        ...
-
-    def record_failure(self, record: IdempotencyRecord) -> None:
-        """Store the answer of a request that wrote no events."""
         ...

@@ -29,7 +29,7 @@ from infrastructure.projection_runner import (
     positions,
 )
 from infrastructure.settings import Settings
-from infrastructure.stores import PgApiKeyStore, PgIdempotencyStore
+from infrastructure.stores import PgApiKeyStore, PgIdempotencyStore, PgVersionProbe
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,13 @@ def build(settings: Settings, *, db: ConnectionParams | None = None) -> Containe
     )
     app = LedgerApplication(env=eventsourcing_env(db, settings, create_table=False))
     idempotency = PgIdempotencyStore(pool)
-    engine = LedgerEngine(app, idempotency)
+    engine = LedgerEngine(
+        app,
+        idempotency,
+        PgVersionProbe(pool),
+        cache_size=settings.wallet_cache_size,
+        max_batch=settings.max_batch_commands,
+    )
     runner = ProjectionRunner(pool, app.mapper, live_targets(), settings.projection_batch_size)
     return Container(
         settings=settings,

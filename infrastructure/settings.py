@@ -26,7 +26,12 @@ class Settings(BaseSettings):
 
     pool_size: int = Field(default=8, ge=1, le=200)
     lock_timeout_s: int = Field(default=5, ge=1, le=600)
-    wallet_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    wallet_cache_size: int = Field(
+        default=50_000, ge=0, le=10_000_000, description="Aggregates the writer keeps in memory."
+    )
+    max_batch_commands: int = Field(
+        default=1_000, ge=1, le=100_000, description="Commands per group-commit transaction."
+    )
     idempotency_ttl_hours: int = Field(default=48, ge=24)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     min_position_wait_s: float = Field(default=5.0, gt=0, le=60)

@@ -9,12 +9,10 @@ from collections.abc import Collection
 from datetime import timedelta
 
 import orjson
-import psycopg
 from psycopg_pool import ConnectionPool
 
-from commands.idempotency import IdempotencyKeyTaken, IdempotencyRecord, StoredResponse
+from commands.idempotency import StoredResponse
 from commands.model import ROLES, Principal
-from infrastructure.eventstore import INSERT_IDEMPOTENCY
 
 
 class PgIdempotencyStore:
@@ -45,23 +43,6 @@ class PgIdempotencyStore:
                 prepare=True,
             ).fetchall()
         return {(r[0], r[1]): StoredResponse(r[2], r[3], orjson.loads(r[4])) for r in rows}
-
-    def record_failure(self, record: IdempotencyRecord) -> None:
-        try:
-            with self.pool.connection() as conn:
-                conn.execute(
-                    INSERT_IDEMPOTENCY,
-                    (
-                        record.merchant_id,
-                        record.key,
-                        record.request_hash,
-                        record.status,
-                        orjson.dumps(record.body),
-                        None,
-                    ),
-                )
-        except psycopg.errors.UniqueViolation as exc:
-            raise IdempotencyKeyTaken(str(exc)) from exc
 
     def purge_older_than(self, age: timedelta) -> int:
         """Drop records past their retention (at least 24 hours, see Settings)."""
