@@ -64,6 +64,9 @@ def test_settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
 @pytest.fixture
 def container(fresh_db: ConnectionParams) -> Iterator[Container]:
     c = build(test_settings(), db=fresh_db)
