@@ -15,7 +15,7 @@ MAX_AMOUNT = 10**15
 # A balance (posted or pending) must stay within this bound; bigint holds 9.2e18.
 MAX_BALANCE = 2**62
 
-_DECIMAL_RE = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]+)?$")
+_DECIMAL_RE = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]+)?\Z")  # \Z, not $: "1\n" is no amount
 
 
 @dataclass(frozen=True, slots=True)
