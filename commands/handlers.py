@@ -30,7 +30,14 @@ from commands.model import (
 from commands.views import transfer_view, wallet_view
 from domain import ledger
 from domain.context import CommandContext
-from domain.errors import CurrencyMismatch, Forbidden, LedgerError, NotFound, ValidationError
+from domain.errors import (
+    CurrencyMismatch,
+    Forbidden,
+    LedgerError,
+    NotFound,
+    TransferNotPending,
+    ValidationError,
+)
 from domain.money import Money
 from domain.transfer import DEPOSIT, TRANSFER, WITHDRAWAL, Transfer
 from domain.wallet import Wallet
@@ -211,7 +218,8 @@ def post_transfer(cmd: PostTransfer, uow: UnitOfWork) -> Result:
     transfer = uow.transfer(cmd.transfer_id)
     debit = uow.wallet_of(transfer.debit_account_id, transfer.currency)
     credit = uow.wallet_of(transfer.credit_account_id, transfer.currency)
-    assert debit is not None  # pending transfers always debit a wallet
+    if debit is None:  # it debits world: a deposit, never pending
+        raise TransferNotPending(f"transfer {transfer.id} is {transfer.status}, not pending")
     if cmd.currency is not None and cmd.currency != transfer.currency:
         raise CurrencyMismatch(f"transfer {transfer.id} is in {transfer.currency}")
     amount = Money.parse(cmd.amount, transfer.currency) if cmd.amount is not None else None
@@ -222,7 +230,8 @@ def post_transfer(cmd: PostTransfer, uow: UnitOfWork) -> Result:
 def void_transfer(cmd: VoidTransfer, uow: UnitOfWork) -> Result:
     transfer = uow.transfer(cmd.transfer_id)
     debit = uow.wallet_of(transfer.debit_account_id, transfer.currency)
-    assert debit is not None
+    if debit is None:  # it debits world: a deposit, never pending
+        raise TransferNotPending(f"transfer {transfer.id} is {transfer.status}, not pending")
     ledger.void_transfer(transfer, debit, uow.ctx)
     return 200, {"transfer": transfer_view(transfer), "wallets": uow.wallets_view(debit)}
 
@@ -230,7 +239,8 @@ def void_transfer(cmd: VoidTransfer, uow: UnitOfWork) -> Result:
 def expire_transfer(cmd: ExpireTransfer, uow: UnitOfWork) -> Result:
     transfer = uow.transfer(cmd.transfer_id)
     debit = uow.wallet_of(transfer.debit_account_id, transfer.currency)
-    assert debit is not None
+    if debit is None:  # it debits world: a deposit, never pending
+        raise TransferNotPending(f"transfer {transfer.id} is {transfer.status}, not pending")
     ledger.expire_transfer(transfer, debit, uow.ctx)
     return 200, {"transfer": transfer_view(transfer)}
 
