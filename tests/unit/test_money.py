@@ -125,9 +125,13 @@ def test_parse_rejects_too_many_decimals(text: str, currency: Currency) -> None:
 
 
 @given(exponent_currencies, st.integers(min_value=1, max_value=10**6), st.data())
-def test_parse_rejects_any_extra_decimal_place(currency: Currency, whole: int, data: st.DataObject) -> None:
+def test_parse_rejects_any_extra_decimal_place(
+    currency: Currency, whole: int, data: st.DataObject
+) -> None:
     frac = data.draw(
-        st.text(alphabet="0123456789", min_size=currency.exponent + 1, max_size=currency.exponent + 4)
+        st.text(
+            alphabet="0123456789", min_size=currency.exponent + 1, max_size=currency.exponent + 4
+        )
     )
     with pytest.raises(InvalidAmount):
         Money.parse(f"{whole}.{frac}", currency)
@@ -202,7 +206,9 @@ def test_parse_rejects_whitespace(text: str) -> None:
 
 
 @pytest.mark.parametrize("currency", [JPY, USD, KWD, CLF], ids=lambda c: c.code)
-@pytest.mark.parametrize("space", [" ", "\n", "\t", "\r", "\x0b", "\x0c", "\u00a0", "\u2003", "\u3000"])
+@pytest.mark.parametrize(
+    "space", [" ", "\n", "\t", "\r", "\x0b", "\x0c", "\u00a0", "\u2003", "\u3000"]
+)
 @pytest.mark.parametrize("before", [True, False])
 @given(minor=valid_minor)
 def test_parse_rejects_whitespace_anywhere_around_a_valid_amount(
@@ -268,7 +274,9 @@ def test_round_trip_for_every_currency(currency: Currency, minor: int) -> None:
 
 
 @given(exponent_currencies, st.integers(min_value=1, max_value=10**9), st.data())
-def test_format_of_parse_is_the_same_number(currency: Currency, whole: int, data: st.DataObject) -> None:
+def test_format_of_parse_is_the_same_number(
+    currency: Currency, whole: int, data: st.DataObject
+) -> None:
     """Any valid string parses to a value whose canonical rendering is numerically equal."""
     frac = data.draw(st.text(alphabet="0123456789", min_size=0, max_size=currency.exponent))
     text = f"{whole}.{frac}" if frac else str(whole)
@@ -329,7 +337,9 @@ def test_arithmetic_within_one_currency() -> None:
     assert b < a and b <= a and a <= a and not a < a
 
 
-@pytest.mark.parametrize(("x", "y"), [(USD, JPY), (USD, KWD), (JPY, CLF), (KWD, Currency.of("BHD"))])
+@pytest.mark.parametrize(
+    ("x", "y"), [(USD, JPY), (USD, KWD), (JPY, CLF), (KWD, Currency.of("BHD"))]
+)
 def test_arithmetic_across_currencies_is_refused(x: Currency, y: Currency) -> None:
     a, b = Money(100, x), Money(100, y)
     for op in (
