@@ -94,13 +94,29 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """The library's statements (table lock, NOTIFY, one unnest INSERT ... RETURNING)
+        in one plain transaction, plus the idempotency records.
+
+        The library runs them in a psycopg pipeline; with psycopg 3.3 a pipelined statement
+        of about 1 MB (a few hundred transfers) never completes over a Unix socket: both
+        sides wait, holding the table lock. Without the pipeline there is no such limit.
+        """
+        ids: Sequence[int] | None = None
         try:
-            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
-            return ids
+            with (
+                self.datastore.get_connection() as conn,
+                conn.transaction(),
+                conn.cursor() as curs,
+            ):
+                self._insert_events(curs, stored_events, **kwargs)
+                if stored_events:
+                    self._insert_stored_events(curs, stored_events, **kwargs)
+                    ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         except IntegrityError as exc:
             if "idempotency_keys_pkey" in str(exc):
                 raise IdempotencyKeyTaken(str(exc)) from exc
             raise
+        return ids
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
