@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
+import orjson
 import psutil
 import psycopg
 
@@ -153,20 +155,30 @@ class Server:
 
 
 class Load:
-    """HTTP workloads against the server, with one key per merchant."""
+    """HTTP workloads against the server (aiohttp: the client must cost less than the
+    server it measures)."""
 
     def __init__(self, url: str, key: str) -> None:
         self.url = url
-        self.headers = {"Authorization": f"Bearer {key}"}
+        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         self.wallets: list[str] = []
 
-    def client(self, n: int) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        return httpx.AsyncClient(base_url=self.url, headers=self.headers, limits=limits, timeout=60)
+    def client(self, n: int) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=n, limit_per_host=n, force_close=False)
+        return aiohttp.ClientSession(
+            base_url=self.url,
+            headers=self.headers,
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=120),
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+        )
 
-    async def post(self, c: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def post(
+        self, c: aiohttp.ClientSession, path: str, body: dict[str, Any]
+    ) -> tuple[int, Any]:
         headers = {"Idempotency-Key": str(uuid.uuid4())}
-        return await c.post(path, json=body, headers=headers)
+        async with c.post(path, data=orjson.dumps(body), headers=headers) as r:
+            return r.status, orjson.loads(await r.read())
 
     async def setup_wallets(self, n: int) -> None:
         async with self.client(32) as c:
@@ -174,15 +186,15 @@ class Load:
 
             async def one() -> str:
                 async with sem:
-                    r = await self.post(c, "/v1/wallets", {"currency": "USD"})
-                    r.raise_for_status()
-                    wid: str = r.json()["wallet"]["id"]
-                    r = await self.post(
+                    status, body = await self.post(c, "/v1/wallets", {"currency": "USD"})
+                    assert status == 201, body
+                    wid: str = body["wallet"]["id"]
+                    status, body = await self.post(
                         c,
                         "/v1/deposits",
                         {"wallet_id": wid, "amount": "1000000.00", "currency": "USD"},
                     )
-                    r.raise_for_status()
+                    assert status == 201, body
                     return wid
 
             self.wallets = list(await asyncio.gather(*(one() for _ in range(n))))
@@ -197,7 +209,7 @@ class Load:
         done = 0
         stop = time.monotonic() + seconds
 
-        async def client_loop(c: httpx.AsyncClient) -> None:
+        async def client_loop(c: aiohttp.ClientSession) -> None:
             nonlocal done
             while time.monotonic() < stop:
                 items = []
@@ -205,9 +217,10 @@ class Load:
                     a, b = self._pair(hot)
                     items.append({"debit_wallet_id": a, "credit_wallet_id": b,
                                   "amount": "0.01", "currency": "USD"})  # fmt: skip
-                r = await self.post(c, "/v1/transfers/batch", {"atomic": False, "transfers": items})
-                if r.status_code == 201:
-                    done += int(r.json()["succeeded"])
+                body = {"atomic": False, "transfers": items}
+                status, answer = await self.post(c, "/v1/transfers/batch", body)
+                if status == 201:
+                    done += int(answer["succeeded"])
 
         start = time.monotonic()
         async with self.client(clients) as c:
@@ -220,7 +233,7 @@ class Load:
         latencies: list[float] = []
         stop = time.monotonic() + seconds
 
-        async def client_loop(c: httpx.AsyncClient) -> None:
+        async def client_loop(c: aiohttp.ClientSession) -> None:
             while time.monotonic() < stop:
                 if hot_credit:
                     a, b = random.choice(self.wallets), hot_credit
@@ -231,8 +244,8 @@ class Load:
                 t0 = time.perf_counter()
                 body = {"debit_wallet_id": a, "credit_wallet_id": b, "amount": "0.01",
                         "currency": "USD"}  # fmt: skip
-                r = await self.post(c, "/v1/transfers", body)
-                if r.status_code == 201:
+                status, _ = await self.post(c, "/v1/transfers", body)
+                if status == 201:
                     latencies.append((time.perf_counter() - t0) * 1000)
 
         start = time.monotonic()
@@ -245,14 +258,13 @@ class Load:
         stop = time.monotonic() + seconds
         query = "query($id: ID!) { wallet(id: $id) { balance { available { amount } } } }"
 
-        async def client_loop(c: httpx.AsyncClient) -> None:
+        async def client_loop(c: aiohttp.ClientSession) -> None:
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
-                r = await c.post(
-                    "/graphql",
-                    json={"query": query, "variables": {"id": random.choice(self.wallets)}},
-                )
-                if r.status_code == 200 and not r.json().get("errors"):
+                payload = {"query": query, "variables": {"id": random.choice(self.wallets)}}
+                async with c.post("/graphql", data=orjson.dumps(payload)) as r:
+                    answer = orjson.loads(await r.read())
+                if r.status == 200 and not answer.get("errors"):
                     latencies.append((time.perf_counter() - t0) * 1000)
 
         start = time.monotonic()
