@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import aiohttp
@@ -63,7 +62,7 @@ async def load(url, key, wallets, acked, sent, stop_after):
                         payload = await r.json()
                         if r.status == 201:
                             acked[idem] = payload
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     return  # the server died under us
 
         tasks = [asyncio.create_task(client(n)) for n in range(32)]
