@@ -246,7 +246,9 @@ class LedgerEngine:
             self._apply(job, batch)
         records = [(a.record, a.last_event) for a in batch.applied if a.record is not None]
         try:
-            recordings = self.app.save(*batch.events, idempotency=records)
+            # The event store directly: Application.save would re-check every event
+            # against a runtime Protocol, a tenth of a large batch's time.
+            recordings = self.app.events.put(batch.events, idempotency=records)
         except (RecordConflictError, IdempotencyKeyTaken) as exc:
             for aggregate_id in batch.by_aggregate:
                 self.cache.evict(aggregate_id)

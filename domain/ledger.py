@@ -7,6 +7,7 @@ unbounded account for money entering (deposits) and leaving (withdrawals) the pl
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -20,6 +21,7 @@ from domain.wallet import Wallet
 WORLD_NAMESPACE = uuid5(NAMESPACE_URL, "urn:payments-ledger:world")
 
 
+@functools.cache
 def world_account_id(currency: str) -> UUID:
     """The id of ``world`` for one currency: stable, so every process agrees on it."""
     return uuid5(WORLD_NAMESPACE, currency)

@@ -11,7 +11,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Composed, Identifier
 
 from commands.idempotency import IdempotencyKeyTaken, IdempotencyRecord
 from infrastructure.database import ConnectionParams
@@ -117,6 +117,35 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 raise IdempotencyKeyTaken(str(exc)) from exc
             raise
         return ids
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """Same table lock and NOTIFY as the library, then one INSERT from four plain arrays.
+
+        The library sends an array of a composite type, which psycopg encodes as text
+        with a regular expression per field (a third of a large batch's time); arrays of
+        uuid, bigint, text and bytea go out in binary.
+        """
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self._insert_arrays_statement,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+        )
+
+    @property
+    def _insert_arrays_statement(self) -> Composed:
+        return SQL(
+            "INSERT INTO {table} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+            " RETURNING notification_id"
+        ).format(table=Identifier(self.datastore.schema, self.events_table_name))
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
