@@ -132,6 +132,10 @@ class Transfer(Aggregate):
 
     def require_pending(self, now: datetime) -> None:
         """Guard for post and void: pending, and not past its expiry at command time."""
+        if self.status == EXPIRED:
+            # Whether the sweeper has released the hold yet must not change the answer.
+            at = self.expires_at.isoformat() if self.expires_at else "its expiry"
+            raise TransferExpired(f"transfer {self.id} expired at {at}")
         if self.status != PENDING:
             raise TransferNotPending(f"transfer {self.id} is {self.status}, not pending")
         if self.expires_at is not None and now >= self.expires_at:
