@@ -27,6 +27,7 @@ from commands.model import (
     VoidTransfer,
     Withdraw,
 )
+from commands.problems import problem
 from commands.views import transfer_view, wallet_view
 from domain import ledger
 from domain.context import CommandContext
@@ -277,12 +278,18 @@ def transfer_batch(cmd: TransferBatch, uow: UnitOfWork) -> Result:
         else:
             results.append({"index": index, "status": "ok", "transfer": transfer_view(transfer)})
     succeeded = sum(1 for r in results if r["status"] == "ok")
-    return 201 if succeeded else 422, {
+    body: dict[str, Any] = {
         "atomic": cmd.atomic,
         "succeeded": succeeded,
         "failed": len(results) - succeeded,
         "results": results,
     }
+    if succeeded:
+        return 201, body
+    # Nothing was written: a problem document (served as problem+json) with the results.
+    detail = f"all {len(results)} transfers of the batch failed; see results"
+    failed = problem("batch-failed", "Every transfer of the batch failed", 422, detail)
+    return 422, {**failed, **body}
 
 
 HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], Result]] = {

@@ -16,6 +16,7 @@ _EXTRA = {
     "unauthorized": "Missing, unknown or revoked API key.",
     "payload-too-large": "The request body is larger than allowed.",
     "position-not-reached": "The read models did not reach Ledger-Min-Position in time.",
+    "batch-failed": "Every transfer of a non-atomic batch failed; nothing was written.",
 }
 
 
