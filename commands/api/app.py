@@ -7,6 +7,9 @@ from fastapi import FastAPI
 from commands.api import deposits, errors, health, problems_doc, transfers, wallets
 from commands.api.deps import ApiContext
 from commands.api.health import HealthProbe
+from commands.api.schemas import MAX_BATCH
+
+BATCH_ITEM_BYTES = 1024  # room per batch item, metadata included
 
 
 def install_command_api(
@@ -17,4 +20,10 @@ def install_command_api(
     for module in (wallets, deposits, transfers, health, problems_doc):
         app.include_router(module.router)
     errors.install(app)
-    app.add_middleware(errors.BodySizeLimit, limit=max_body_bytes)
+    # A full batch (8,190 transfers, ~150 bytes each without metadata) exceeds 1 MiB.
+    batch_limit = max(max_body_bytes, MAX_BATCH * BATCH_ITEM_BYTES)
+    app.add_middleware(
+        errors.BodySizeLimit,
+        limit=max_body_bytes,
+        per_path={"/v1/transfers/batch": batch_limit},
+    )
