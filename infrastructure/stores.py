@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from collections.abc import Collection
 from datetime import timedelta
@@ -79,8 +80,10 @@ class PgApiKeyStore:
 
     PREFIX = "lk_"
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, cache_ttl_s: float = 10.0) -> None:
         self.pool = pool
+        self.cache_ttl_s = cache_ttl_s
+        self._cache: dict[str, tuple[Principal, float]] = {}
 
     def create(self, merchant_id: str, role: str, label: str = "") -> str:
         if role not in ROLES:
@@ -97,13 +100,27 @@ class PgApiKeyStore:
         return raw
 
     def authenticate(self, raw: str) -> Principal | None:
+        """The key's principal. Answers are cached for ``cache_ttl_s`` (a revoked key stops
+        working within that time); unknown keys are not cached."""
+        digest = hash_key(raw)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT merchant_id, role FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
-                (hash_key(raw),),
+                (digest,),
                 prepare=True,
             ).fetchone()
-        return Principal(row[0], row[1]) if row else None
+        if row is None:
+            self._cache.pop(digest, None)
+            return None
+        principal = Principal(row[0], row[1])
+        if len(self._cache) >= 10_000:
+            self._cache.clear()
+        self._cache[digest] = (principal, now + self.cache_ttl_s)
+        return principal
 
     def count(self) -> int:
         with self.pool.connection() as conn:
