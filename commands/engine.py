@@ -34,7 +34,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.persistence import InterfaceError, OperationalError, RecordConflictError
 
 from commands.application import LedgerApplication
 from commands.cache import AggregateCache
@@ -249,7 +249,11 @@ class LedgerEngine:
             # The event store directly: Application.save would re-check every event
             # against a runtime Protocol, a tenth of a large batch's time.
             recordings = self.app.events.put(batch.events, idempotency=records)
-        except (RecordConflictError, IdempotencyKeyTaken) as exc:
+        except (RecordConflictError, IdempotencyKeyTaken, OperationalError, InterfaceError) as exc:
+            # A conflict, a lock timeout or a lost connection: nothing or everything of the
+            # batch was committed. Re-running each command alone is safe either way: it
+            # first looks up its key (a committed command replays) and its aggregates are
+            # reloaded (a committed event conflicts instead of applying twice).
             for aggregate_id in batch.by_aggregate:
                 self.cache.evict(aggregate_id)
             for applied in batch.applied:

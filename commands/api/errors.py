@@ -6,6 +6,7 @@ import contextlib
 import logging
 from typing import Any
 
+from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -56,6 +57,19 @@ def install(app: FastAPI) -> None:
         code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
         return problem_response(
             exc.status_code, problem(code, title, exc.status_code, str(exc.detail))
+        )
+
+    @app.exception_handler(PersistenceError)
+    async def store_unavailable(_: Request, exc: PersistenceError) -> Response:
+        log.error("event store unavailable: %s", exc)
+        return problem_response(
+            503,
+            problem(
+                "service-unavailable",
+                "Service unavailable",
+                503,
+                "the ledger's database is unavailable; retry with the same Idempotency-Key",
+            ),
         )
 
     @app.exception_handler(Exception)
