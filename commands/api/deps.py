@@ -36,9 +36,11 @@ def _context(request: Request) -> ApiContext:
     return ctx
 
 
-def authenticate(
+async def authenticate(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
+    """Resolve the bearer key. Async on purpose: a sync dependency costs a thread-pool hop
+    per request, and the key store answers from its cache (a miss is one indexed query)."""
     if not authorization or not authorization.startswith("Bearer "):
         raise RequestProblem(
             "unauthorized", "Unauthorized", 401, "send 'Authorization: Bearer <api key>'"
@@ -91,7 +93,7 @@ class Writer:
         return json_response(outcome)
 
 
-def writer(
+async def writer(
     request: Request,
     principal: CurrentPrincipal,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
