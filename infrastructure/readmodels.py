@@ -164,26 +164,30 @@ class BalancesBuffer:
                     for row in self.opened.values():
                         copy.write_row([Jsonb(row[c]) if c == "metadata" else row[c] for c in cols])
             if self.changes:
-                cur.executemany(
+                # One statement for every changed wallet of the batch.
+                rows = list(self.changes.items())
+                cur.execute(
                     sql.SQL(
-                        "UPDATE {} SET posted = COALESCE(%s, posted) + %s,"
-                        " pending = COALESCE(%s, pending), status = COALESCE(%s, status),"
-                        " version = COALESCE(%s, version), updated_at = %s, position = %s"
-                        " WHERE wallet_id = %s"
-                    ).format(t),
-                    [
-                        (
-                            c.get("posted"),
-                            c["world_delta"],
-                            c.get("pending"),
-                            c.get("status"),
-                            c.get("version"),
-                            c["updated_at"],
-                            c["position"],
-                            w,
-                        )
-                        for w, c in self.changes.items()
-                    ],
+                        "UPDATE {t} AS b SET posted = COALESCE(c.posted, b.posted) + c.delta,"
+                        " pending = COALESCE(c.pending, b.pending),"
+                        " status = COALESCE(c.status, b.status),"
+                        " version = COALESCE(c.version, b.version),"
+                        " updated_at = c.updated_at, position = c.position"
+                        " FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[],"
+                        " %s::text[], %s::int[], %s::timestamptz[], %s::bigint[])"
+                        " AS c(wallet_id, posted, delta, pending, status, version, updated_at,"
+                        " position) WHERE b.wallet_id = c.wallet_id"
+                    ).format(t=t),
+                    (
+                        [w for w, _ in rows],
+                        [c.get("posted") for _, c in rows],
+                        [c["world_delta"] for _, c in rows],
+                        [c.get("pending") for _, c in rows],
+                        [c.get("status") for _, c in rows],
+                        [c.get("version") for _, c in rows],
+                        [c["updated_at"] for _, c in rows],
+                        [c["position"] for _, c in rows],
+                    ),
                 )
 
 
@@ -260,15 +264,23 @@ class TransfersBuffer:
                     for row in self.created.values():
                         copy.write_row([row[c] for c in self.COLS])
             if self.changes:
-                cur.executemany(
+                rows = list(self.changes.items())
+                cur.execute(
                     sql.SQL(
-                        "UPDATE {} SET status = %s, posted_amount = COALESCE(%s, posted_amount),"
-                        " updated_at = %s, position = %s WHERE transfer_id = %s"
-                    ).format(t),
-                    [
-                        (c["status"], c.get("posted_amount"), c["updated_at"], c["position"], tid)
-                        for tid, c in self.changes.items()
-                    ],
+                        "UPDATE {t} AS x SET status = c.status,"
+                        " posted_amount = COALESCE(c.posted_amount, x.posted_amount),"
+                        " updated_at = c.updated_at, position = c.position"
+                        " FROM unnest(%s::uuid[], %s::text[], %s::bigint[], %s::timestamptz[],"
+                        " %s::bigint[]) AS c(transfer_id, status, posted_amount, updated_at,"
+                        " position) WHERE x.transfer_id = c.transfer_id"
+                    ).format(t=t),
+                    (
+                        [tid for tid, _ in rows],
+                        [c["status"] for _, c in rows],
+                        [c.get("posted_amount") for _, c in rows],
+                        [c["updated_at"] for _, c in rows],
+                        [c["position"] for _, c in rows],
+                    ),
                 )
 
 

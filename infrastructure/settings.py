@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     min_position_wait_s: float = Field(default=5.0, gt=0, le=60)
 
-    projection_batch_size: int = Field(default=2_000, ge=1, le=100_000)
+    projection_batch_size: int = Field(default=5_000, ge=1, le=100_000)
     projection_poll_s: float = Field(default=0.2, gt=0, le=10)
     run_projections_in_service: bool = True
     sweeper_interval_s: float = Field(default=1.0, gt=0, le=3600)
