@@ -33,7 +33,9 @@ SERVERS = ["embedded", "external"] if EXTERNAL_URL else ["embedded"]
 
 
 @pytest.fixture(scope="session", params=SERVERS)
-def pg_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ConnectionParams:
+def pg_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ConnectionParams:
     """Admin connection parameters of a real PostgreSQL server."""
     if request.param == "external":
         return ConnectionParams.from_url(EXTERNAL_URL)

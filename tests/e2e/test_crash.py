@@ -58,7 +58,9 @@ async def load(url, key, wallets, acked, sent, stop_after):
                 }
                 sent[idem] = body
                 try:
-                    async with session.post("/v1/transfers", json=body, headers={"Idempotency-Key": idem}) as r:
+                    async with session.post(
+                        "/v1/transfers", json=body, headers={"Idempotency-Key": idem}
+                    ) as r:
                         payload = await r.json()
                         if r.status == 201:
                             acked[idem] = payload
@@ -79,7 +81,11 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(container):
         auth = {"Authorization": f"Bearer {key}"}
         wallets = []
         for i in range(8):
-            r = httpx.post(f"{url}/v1/wallets", json={"currency": "USD"}, headers={**auth, "Idempotency-Key": f"w{i}"})
+            r = httpx.post(
+                f"{url}/v1/wallets",
+                json={"currency": "USD"},
+                headers={**auth, "Idempotency-Key": f"w{i}"},
+            )
             wid = r.json()["wallet"]["id"]
             httpx.post(f"{url}/v1/deposits", json={"wallet_id": wid, "amount": "1000.00", "currency": "USD"},
                        headers={**auth, "Idempotency-Key": f"d{i}"})  # fmt: skip
@@ -123,7 +129,9 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(container):
         created = conn.execute(
             "SELECT count(*) FROM ledger_events WHERE topic LIKE %s", ("%Transfer.Created",)
         ).fetchone()[0]
-        keys = conn.execute("SELECT count(*) FROM idempotency_keys WHERE key LIKE 'crash-%%'").fetchone()[0]
+        keys = conn.execute(
+            "SELECT count(*) FROM idempotency_keys WHERE key LIKE 'crash-%%'"
+        ).fetchone()[0]
     assert keys == len(sent)
     assert created == 8 + len(sent)  # 8 deposits, then every transfer exactly once
     container.runner.run_until_caught_up()

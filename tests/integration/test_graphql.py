@@ -23,7 +23,9 @@ def gql(client, key, query, variables=None, min_position=None):
     headers = auth(key)
     if min_position is not None:
         headers["Ledger-Min-Position"] = str(min_position)
-    r = client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    r = client.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -37,7 +39,9 @@ WALLET_Q = "query($id: ID!) { wallet(id: $id) { id currency status balance { pos
 
 def test_read_your_writes_with_min_position(client, merchant_key):
     a = wallet(client, merchant_key)
-    pos = post(client, merchant_key, "/v1/deposits", {"wallet_id": a, "amount": "12.34", "currency": "USD"})["position"]
+    pos = post(
+        client, merchant_key, "/v1/deposits", {"wallet_id": a, "amount": "12.34", "currency": "USD"}
+    )["position"]
     body = gql(client, merchant_key, WALLET_Q, {"id": a}, min_position=pos)
     assert "errors" not in body, body
     bal = body["data"]["wallet"]["balance"]
@@ -60,7 +64,12 @@ def test_min_position_beyond_head_times_out_with_a_problem_type(client, containe
 def test_merchant_scoping(client, merchant_key, other_merchant_key, admin_key):
     mine = wallet(client, merchant_key)
     theirs = wallet(client, other_merchant_key)
-    pos = post(client, other_merchant_key, "/v1/deposits", {"wallet_id": theirs, "amount": "5.00", "currency": "USD"})["position"]
+    pos = post(
+        client,
+        other_merchant_key,
+        "/v1/deposits",
+        {"wallet_id": theirs, "amount": "5.00", "currency": "USD"},
+    )["position"]
     body = gql(client, merchant_key, WALLET_Q, {"id": theirs}, min_position=pos)
     assert body["data"]["wallet"] is None
     assert body["errors"][0]["extensions"]["type"] == "/problems/not-found"
@@ -77,11 +86,24 @@ def test_merchant_scoping(client, merchant_key, other_merchant_key, admin_key):
 def test_statement_transfers_and_balance_at(client, merchant_key):
     a = wallet(client, merchant_key, "JPY")
     b = wallet(client, merchant_key, "JPY")
-    post(client, merchant_key, "/v1/deposits", {"wallet_id": a, "amount": "1000", "currency": "JPY"})
+    post(
+        client, merchant_key, "/v1/deposits", {"wallet_id": a, "amount": "1000", "currency": "JPY"}
+    )
     time.sleep(0.05)
     between = datetime.now(UTC).isoformat()
     time.sleep(0.05)
-    pending = post(client, merchant_key, "/v1/transfers", {"debit_wallet_id": a, "credit_wallet_id": b, "amount": "300", "currency": "JPY", "pending": True})
+    pending = post(
+        client,
+        merchant_key,
+        "/v1/transfers",
+        {
+            "debit_wallet_id": a,
+            "credit_wallet_id": b,
+            "amount": "300",
+            "currency": "JPY",
+            "pending": True,
+        },
+    )
     tid = pending["transfer"]["id"]
     pos = post(client, merchant_key, f"/v1/transfers/{tid}/post", {"amount": "200"})["position"]
 
@@ -93,7 +115,10 @@ def test_statement_transfers_and_balance_at(client, merchant_key):
     body = gql(client, merchant_key, q, {"w": a, "at": between}, min_position=pos)
     assert "errors" not in body, body
     entries = [e["node"] for e in body["data"]["statement"]["edges"]]
-    assert [(e["amount"]["amount"], e["balanceAfter"]["amount"]) for e in entries] == [("1000", "1000"), ("-200", "800")]
+    assert [(e["amount"]["amount"], e["balanceAfter"]["amount"]) for e in entries] == [
+        ("1000", "1000"),
+        ("-200", "800"),
+    ]
     assert entries[0]["counterpartyId"] is None  # the world account
     assert entries[1]["counterpartyId"] == b and entries[1]["transferId"] == tid
     assert body["data"]["balanceAt"]["posted"]["amount"] == "1000"
@@ -107,10 +132,21 @@ def test_statement_transfers_and_balance_at(client, merchant_key):
 
 def test_pagination_walks_every_wallet_once(client, merchant_key):
     ids = {wallet(client, merchant_key) for _ in range(7)}
-    pos = post(client, merchant_key, "/v1/deposits", {"wallet_id": next(iter(ids)), "amount": "1.00", "currency": "USD"})["position"]
+    pos = post(
+        client,
+        merchant_key,
+        "/v1/deposits",
+        {"wallet_id": next(iter(ids)), "amount": "1.00", "currency": "USD"},
+    )["position"]
     seen, after = [], None
     while True:
-        body = gql(client, merchant_key, "query($a: String) { wallets(first: 3, after: $a) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }", {"a": after}, min_position=pos)
+        body = gql(
+            client,
+            merchant_key,
+            "query($a: String) { wallets(first: 3, after: $a) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }",
+            {"a": after},
+            min_position=pos,
+        )
         page = body["data"]["wallets"]
         seen += [e["node"]["id"] for e in page["edges"]]
         if not page["pageInfo"]["hasNextPage"]:

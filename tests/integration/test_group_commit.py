@@ -16,16 +16,14 @@ from commands.model import (
     CreateTransfer,
     Deposit,
     OpenWallet,
-    PostTransfer,
     TransferBatch,
-    VoidTransfer,
     Withdraw,
 )
 from domain.money import Currency, Money
 from domain.principal import Principal
 from infrastructure.audit import verify
 from infrastructure.container import build
-from tests.conftest import test_settings, wait_for_projections
+from tests.conftest import test_settings
 
 pytestmark = pytest.mark.integration
 
@@ -70,9 +68,16 @@ def assert_cache_equals_store(container, wallet_ids):
     for wid in wallet_ids:
         cached = container.engine.cache.get(wid)
         stored = container.app.repository.get(wid)
-        assert (stored.posted, stored.pending, stored.version) == (
-            cached.posted, cached.pending, cached.version,
-        ) if cached is not None else True
+        assert (
+            (stored.posted, stored.pending, stored.version)
+            == (
+                cached.posted,
+                cached.pending,
+                cached.version,
+            )
+            if cached is not None
+            else True
+        )
 
 
 ops = st.lists(
@@ -166,14 +171,21 @@ def test_commands_really_share_transactions(container):
     """Evidence of group commit: many commands, far fewer transactions."""
     wallets = open_wallets(container, 2, funds="1000.00")
     with container.pool.connection() as conn:
-        before = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
-    reqs = [request(CreateTransfer(wallets[i % 2], wallets[(i + 1) % 2], Money.of(1, USD))) for i in range(400)]
+        before = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()[0]
+    reqs = [
+        request(CreateTransfer(wallets[i % 2], wallets[(i + 1) % 2], Money.of(1, USD)))
+        for i in range(400)
+    ]
     outcomes = submit_concurrently(container.engine, reqs, threads=16)
     assert all(o.status == 201 for o in outcomes)
     positions = sorted({o.position for o in outcomes})
     assert len(positions) == 400  # each command has its own last event
     with container.pool.connection() as conn:
-        after = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+        after = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()[0]
     # Each batch costs a few transactions (key lookup, probe, save); 400 single commits
     # would cost over 1,200.
     assert after - before < 600, after - before
@@ -184,7 +196,10 @@ def test_failed_atomic_batch_restores_aggregates_within_a_group(container):
     ok_before = request(CreateTransfer(a, b, Money.parse("1.00", USD)))
     atomic = request(
         TransferBatch(
-            (CreateTransfer(a, b, Money.parse("2.00", USD)), CreateTransfer(a, b, Money.parse("50.00", USD))),
+            (
+                CreateTransfer(a, b, Money.parse("2.00", USD)),
+                CreateTransfer(a, b, Money.parse("50.00", USD)),
+            ),
             atomic=True,
         )
     )
@@ -203,8 +218,14 @@ def test_two_engines_on_the_same_wallets_never_lose_or_double_apply(container):
     other = build(test_settings(), db=container.db)
     try:
         wallets = open_wallets(container, 3, funds="100.00")
-        reqs_a = [request(CreateTransfer(wallets[i % 3], wallets[(i + 1) % 3], Money.of(7, USD))) for i in range(150)]
-        reqs_b = [request(CreateTransfer(wallets[(i + 2) % 3], wallets[i % 3], Money.of(5, USD))) for i in range(150)]
+        reqs_a = [
+            request(CreateTransfer(wallets[i % 3], wallets[(i + 1) % 3], Money.of(7, USD)))
+            for i in range(150)
+        ]
+        reqs_b = [
+            request(CreateTransfer(wallets[(i + 2) % 3], wallets[i % 3], Money.of(5, USD)))
+            for i in range(150)
+        ]
         results = {}
 
         def run(name, engine, reqs):
@@ -212,12 +233,17 @@ def test_two_engines_on_the_same_wallets_never_lose_or_double_apply(container):
 
         ta = threading.Thread(target=run, args=("a", container.engine, reqs_a))
         tb = threading.Thread(target=run, args=("b", other.engine, reqs_b))
-        ta.start(); tb.start(); ta.join(); tb.join()
+        for t in (ta, tb):
+            t.start()
+        for t in (ta, tb):
+            t.join()
         assert all(o.status == 201 for o in results["a"] + results["b"])
         total = sum(container.app.repository.get(w).posted for w in wallets)
         assert total == 3 * 10_000
         with container.pool.connection() as conn:
-            n = conn.execute("SELECT count(*) FROM ledger_events WHERE topic LIKE %s", ("%Transfer.Created",)).fetchone()[0]
+            n = conn.execute(
+                "SELECT count(*) FROM ledger_events WHERE topic LIKE %s", ("%Transfer.Created",)
+            ).fetchone()[0]
         assert n == 3 + 300  # three deposits and every transfer exactly once
         # Each key replays on either engine, never re-applies.
         again = other.engine.execute(reqs_a[0])

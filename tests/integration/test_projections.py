@@ -23,7 +23,12 @@ ACME = Principal("acme", "merchant")
 
 def run(container, command, key=None):
     outcome = container.engine.execute(
-        CommandRequest(command, ACME, correlation_id=str(uuid.uuid4()), idempotency_key=key or str(uuid.uuid4()))
+        CommandRequest(
+            command,
+            ACME,
+            correlation_id=str(uuid.uuid4()),
+            idempotency_key=key or str(uuid.uuid4()),
+        )
     )
     assert outcome.status < 400, outcome.body
     return outcome
@@ -32,7 +37,8 @@ def run(container, command, key=None):
 def make_history(container, wallets=5, transfers=60):
     usd = Currency.of("USD")
     ids = [
-        uuid.UUID(run(container, OpenWallet("acme", usd)).body["wallet"]["id"]) for _ in range(wallets)
+        uuid.UUID(run(container, OpenWallet("acme", usd)).body["wallet"]["id"])
+        for _ in range(wallets)
     ]
     for w in ids:
         run(container, Deposit(w, Money.parse("1000.00", usd)))
@@ -65,7 +71,10 @@ def test_competing_runners_apply_each_event_exactly_once(container):
     tracked, store_head = positions(container.pool)
     assert store_head == head
     assert all(p == head for p in tracked.values()), tracked
-    entries = table_rows(container, "SELECT count(*), count(DISTINCT (wallet_id, position)) FROM rm_statement_entries")
+    entries = table_rows(
+        container,
+        "SELECT count(*), count(DISTINCT (wallet_id, position)) FROM rm_statement_entries",
+    )
     assert entries[0][0] == entries[0][1] == 4 + 80 * 2  # deposits + two postings per transfer
     report = verify(container)
     assert report.ok, report.summary()
@@ -83,7 +92,9 @@ def test_rebuild_switches_over_atomically_while_reads_continue(container):
     def reader():
         try:
             while not stop.is_set():
-                rows = table_rows(container, "SELECT wallet_id, posted FROM rm_balances WHERE NOT is_system")
+                rows = table_rows(
+                    container, "SELECT wallet_id, posted FROM rm_balances WHERE NOT is_system"
+                )
                 assert len(rows) == 6
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -106,7 +117,9 @@ def test_rebuild_switches_over_atomically_while_reads_continue(container):
     assert report.ok, report.summary()
     with container.pool.connection() as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM projection_tracking ORDER BY name")]
-        leftovers = conn.execute("SELECT to_regclass('rm_balances__rebuild'), to_regclass('rm_balances__old')").fetchone()
+        leftovers = conn.execute(
+            "SELECT to_regclass('rm_balances__rebuild'), to_regclass('rm_balances__old')"
+        ).fetchone()
     assert names == ["balances", "statements", "transfers"]
     assert leftovers == (None, None)
 
@@ -122,7 +135,9 @@ def test_sweeper_releases_expired_holds(container):
     a = uuid.UUID(run(container, OpenWallet("acme", usd)).body["wallet"]["id"])
     b = uuid.UUID(run(container, OpenWallet("acme", usd)).body["wallet"]["id"])
     run(container, Deposit(a, Money.parse("50.00", usd)))
-    pending = run(container, CreateTransfer(a, b, Money.parse("20.00", usd), pending=True, timeout_seconds=1))
+    pending = run(
+        container, CreateTransfer(a, b, Money.parse("20.00", usd), pending=True, timeout_seconds=1)
+    )
     tid = uuid.UUID(pending.body["transfer"]["id"])
     assert container.app.get_wallet(a).pending == 2000
     # Expiry is decided by command time: a command dated past the expiry sees it expired.

@@ -13,7 +13,9 @@ def test_open_deposit_transfer_and_audit(client, container, merchant_key):
     r = client.post("/v1/wallets", json={"currency": "USD"}, headers=auth(merchant_key, new_key()))
     assert r.status_code == 201, r.text
     a = r.json()["wallet"]["id"]
-    b = client.post("/v1/wallets", json={"currency": "USD"}, headers=auth(merchant_key, new_key())).json()["wallet"]["id"]
+    b = client.post(
+        "/v1/wallets", json={"currency": "USD"}, headers=auth(merchant_key, new_key())
+    ).json()["wallet"]["id"]
     r = client.post(
         "/v1/deposits",
         json={"wallet_id": a, "amount": "100.00", "currency": "USD"},
