@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop="auto",
         http="auto",
         access_log=False,
+        proxy_headers=False,
     )
     return 0
 

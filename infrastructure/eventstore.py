@@ -182,7 +182,9 @@ def eventsourcing_env(
         "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_s),
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
-        "POSTGRES_PRE_PING": "y",
+        # No SELECT 1 before every write: a dropped connection fails the save, and the
+        # engine re-runs the batch (replay-safe).
+        "POSTGRES_PRE_PING": "n",
         # Never enable: it let a following reader skip events under concurrent writers.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "CREATE_TABLE": "y" if create_table else "n",
