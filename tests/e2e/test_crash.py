@@ -4,12 +4,8 @@ acknowledged command is there exactly once, and the audit passes."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import httpx
@@ -17,28 +13,9 @@ import pytest
 
 from infrastructure.audit import verify
 from tests.conftest import _free_port
+from tests.e2e.server import ledger_env, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def start_server(db, port):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env["LEDGER_DATABASE_URL"] = db.conninfo
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infrastructure.cli", "serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
 
 
 async def load(url, key, wallets, acked, sent, stop_after):
@@ -76,7 +53,9 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(container):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     key = container.api_keys.create("acme", "merchant")
-    server = start_server(container.db, port)
+    server = start_server(
+        ledger_env(LEDGER_DATABASE_URL=container.db.conninfo), port, capture=False
+    )
     try:
         auth = {"Authorization": f"Bearer {key}"}
         wallets = []
@@ -108,7 +87,9 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(container):
         if server.poll() is None:
             server.kill()
 
-    server = start_server(container.db, port)
+    server = start_server(
+        ledger_env(LEDGER_DATABASE_URL=container.db.conninfo), port, capture=False
+    )
     try:
         # Every acknowledged command is durable: its key replays the very same answer.
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import _free_port
+from tests.e2e.server import ROOT, ledger_env, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def tour_script() -> str:
@@ -27,33 +22,10 @@ def tour_script() -> str:
     return match.group(1)
 
 
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infrastructure.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(proc.stdout.read().decode() if proc.stdout else "serve exited")
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("ledger serve did not become healthy")
-
-
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(LEDGER_STATE_DIR=str(tmp_path / "state"), LEDGER=f"http://127.0.0.1:{port}")
-    proc = _serve(env, port)
+    env = ledger_env(LEDGER_STATE_DIR=str(tmp_path / "state"), LEDGER=f"http://127.0.0.1:{port}")
+    proc = start_server(env, port)
     try:
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", tour_script()],
