@@ -15,7 +15,13 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -79,9 +85,19 @@ class LedgerSchema(strawberry.Schema):
 def build_schema(max_depth: int = DEFAULT_MAX_DEPTH) -> strawberry.Schema:
     """The read schema, rejecting operations nested deeper than ``max_depth``."""
     # Factories, not instances: Strawberry builds fresh extensions for every request.
+    # The depth and alias rules are built once: the limiter extensions would build a new
+    # rule class per request, and ValidationCache keys on the rules, so it never hit.
+    rules = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+    ]
+    # Factories, not instances: Strawberry builds fresh extensions for every request.
     extensions: list[Any] = [
-        partial(QueryDepthLimiter, max_depth=max_depth),
-        partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
+        partial(AddValidationRules, rules),
+        # Clients send the same few documents again and again: parse and validate each
+        # once per process.
+        partial(ParserCache, maxsize=1024),
+        partial(ValidationCache, maxsize=1024),
         MinPositionGate,
         ProblemErrors,
     ]
