@@ -379,6 +379,11 @@ class LedgerEngine:
             record = self._record(request, error.status, body)
             batch.applied.append(_Applied(job, error.status, body, record, None))
             return
+        except Exception as exc:  # a bug in one command must not fail its whole batch
+            log.exception("command %s failed unexpectedly", type(request.command).__name__)
+            self._restore(uow, batch)
+            self._resolve(job, error=exc)
+            return
         for aggregate in uow.touched():
             events = aggregate.collect_events()
             if events:

@@ -253,3 +253,34 @@ def test_two_engines_on_the_same_wallets_never_lose_or_double_apply(container):
         assert report.ok, report.summary()
     finally:
         other.close()
+
+
+def test_an_unexpected_error_fails_only_its_own_command(container, monkeypatch):
+    """A bug in one command (an exception that is not a business rule) fails that command
+    alone; the rest of its batch commits, and nothing of the failed one is written."""
+    import commands.handlers as handlers
+
+    a, b = open_wallets(container, 2, funds="10.00")
+    original = handlers.HANDLERS[Withdraw]
+
+    def broken(cmd, uow):
+        uow.wallet(cmd.wallet_id).debit("x", cmd.amount, "y", "withdrawal", uow.ctx)
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(handlers.HANDLERS, Withdraw, broken)
+    reqs = [
+        request(CreateTransfer(a, b, Money.parse("1.00", USD))),
+        request(Withdraw(a, Money.parse("2.00", USD))),
+        request(CreateTransfer(a, b, Money.parse("3.00", USD))),
+    ]
+    futures = [container.engine.submit(r) for r in reqs]
+    assert futures[0].result(timeout=30).status == 201
+    with pytest.raises(RuntimeError, match="boom"):
+        futures[1].result(timeout=30)
+    assert futures[2].result(timeout=30).status == 201
+    monkeypatch.setitem(handlers.HANDLERS, Withdraw, original)
+    wallet = container.app.repository.get(a)
+    assert wallet.posted == 1000 - 100 - 300  # the broken withdrawal left no trace
+    assert container.engine.cache.get(a).posted == wallet.posted
+    container.runner.run_until_caught_up()
+    assert verify(container).ok
