@@ -55,6 +55,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.fail_next = 0  # answer 500 to this many deliveries
         self.lock = threading.Lock()
         receiver = self
 
@@ -62,6 +63,11 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with receiver.lock:
+                    if receiver.fail_next > 0:
+                        receiver.fail_next -= 1
+                        self.send_response(500)
+                        self.end_headers()
+                        return
                     receiver.received.append(
                         ({k.lower(): v for k, v in self.headers.items()}, body)
                     )
@@ -135,6 +141,7 @@ def psp(sandbox_url: str, receiver: Receiver) -> Iterator[httpx.Client]:
         assert client.post("/_reset").status_code == 204
         with receiver.lock:
             receiver.received.clear()
+            receiver.fail_next = 0
         yield client
 
 
@@ -445,6 +452,41 @@ def test_sign_and_verify_helpers_round_trip():
         verify_webhook(SECRET, stale, body)
     with pytest.raises(WebhookVerificationError):
         verify_webhook(SECRET, {"webhook-id": "evt_1"}, body)
+
+
+def test_failed_deliveries_are_retried(psp, receiver):
+    receiver.fail_next = 1
+    payment = authorize(psp, "zenith", tokenize(psp, "zenith")).json()
+    wait_until(lambda: receiver.events(payment["id"]))
+    (delivery,) = psp.get("/_webhooks").json()["deliveries"]
+    assert (delivery["attempts"], delivery["status"]) == (2, 204)
+    psp.put("/_config/ramp", json={"webhook_url": f"http://127.0.0.1:{_free_port()}/gone"})
+    authorize(psp, "ramp", tokenize(psp, "ramp"))
+    wait_until(lambda: psp.get("/_webhooks").json()["deliveries"][-1]["attempts"] == 3)
+    wait_until(lambda: psp.get("/_webhooks").json()["deliveries"][-1]["error"] is not None)
+
+
+def test_disputes_opened_and_won_through_the_admin_api(psp, receiver):
+    token = tokenize(psp, "zenith")
+    refunded = authorize(psp, "zenith", token, 500, capture=True).json()
+    post(psp, "/zenith/refunds", {"reference": "all", "payment_id": refunded["id"]})
+    r = psp.post("/_disputes", json={"provider": "zenith", "payment_id": refunded["id"]})
+    assert r.status_code == 409 and r.json()["payment_status"] == "refunded"
+    payment = authorize(psp, "zenith", token, 900, capture=True).json()
+    post(psp, "/zenith/refunds", {"reference": "part", "payment_id": payment["id"], "amount": 100})
+    r = psp.post("/_disputes", json={"provider": "zenith", "payment_id": payment["id"]})
+    assert r.status_code == 201 and r.json()["amount"] == 800
+    r = psp.post(f"/_disputes/{r.json()['id']}/resolve", json={"outcome": "won"})
+    assert r.json()["status"] == "won"
+    wait_until(
+        lambda: (
+            receiver.events(payment["id"])[-1:]
+            and receiver.events(payment["id"])[-1]["type"] == "dispute.won"
+        )
+    )
+    assert psp.get(f"/zenith/payments/{payment['id']}").json()["dispute"]["status"] == "won"
+    assert psp.put("/_faults/nowhere", json={}).status_code == 404
+    assert psp.put("/_faults/zenith", json={"error_rate": 2}).status_code == 422
 
 
 # -- faults ------------------------------------------------------------------------------
