@@ -20,6 +20,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("PSP_SANDBOX_WEBHOOK_SECRET"),
         help="whsec_... (default: $PSP_SANDBOX_WEBHOOK_SECRET, else random; see GET /_config)",
     )
+    parser.add_argument(
+        "--async",
+        dest="async_providers",
+        action="append",
+        default=[],
+        choices=["zenith", "ramp", "monnify"],
+        help="start this provider in async mode (repeatable)",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 
@@ -28,7 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from infrastructure.psp_sandbox.app import create_app
 
     uvicorn.run(
-        create_app(webhook_url=args.webhook_url, webhook_secret=args.webhook_secret),
+        create_app(
+            webhook_url=args.webhook_url,
+            webhook_secret=args.webhook_secret,
+            async_providers=args.async_providers,
+        ),
         host=args.host,
         port=args.port,
         log_level=args.log_level,

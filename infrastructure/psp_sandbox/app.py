@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,13 +14,22 @@ from infrastructure.psp_sandbox.sandbox import Sandbox
 from infrastructure.psp_sandbox.signing import new_secret
 
 
-def create_app(*, webhook_url: str | None = None, webhook_secret: str | None = None) -> FastAPI:
+def create_app(
+    *,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    async_providers: Collection[str] = (),
+) -> FastAPI:
     """A fresh sandbox playing zenith, ramp and monnify.
 
     ``webhook_url`` is where every provider POSTs its webhooks until ``PUT /_config/{p}``
     says otherwise; ``webhook_secret`` (``whsec_...``) signs them, random if not given
-    (``GET /_config`` shows it)."""
-    sandbox = Sandbox(webhook_url=webhook_url, webhook_secret=webhook_secret or new_secret())
+    (``GET /_config`` shows it). ``async_providers`` start in async mode."""
+    sandbox = Sandbox(
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret or new_secret(),
+        async_providers=async_providers,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

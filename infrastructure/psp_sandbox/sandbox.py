@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -79,9 +79,24 @@ def _result(exc: Problem) -> Result:
 
 
 class Sandbox:
-    def __init__(self, *, webhook_url: str | None, webhook_secret: str) -> None:
-        self._initial = ProviderConfig(webhook_url=webhook_url, webhook_secret=webhook_secret)
-        self.config = dict.fromkeys(PROVIDERS, self._initial)
+    def __init__(
+        self,
+        *,
+        webhook_url: str | None,
+        webhook_secret: str,
+        async_providers: Collection[str] = (),
+    ) -> None:
+        for name in async_providers:
+            self.provider(name)
+        self._initial = {
+            name: ProviderConfig(
+                webhook_url=webhook_url,
+                webhook_secret=webhook_secret,
+                mode="async" if name in async_providers else "sync",
+            )
+            for name in PROVIDERS
+        }
+        self.config = dict(self._initial)
         self.faults = {name: FaultState() for name in PROVIDERS}
         self.webhooks = WebhookDispatcher(list(PROVIDERS), self._target, self.faults)
         self._fingerprint_key = secrets.token_bytes(32)
@@ -107,7 +122,7 @@ class Sandbox:
         for task in self._tasks:
             task.cancel()  # each leaves the set when done
         self._clear()
-        self.config = dict.fromkeys(PROVIDERS, self._initial)
+        self.config = dict(self._initial)
         self.reset_faults()
         self.webhooks.reset()
 

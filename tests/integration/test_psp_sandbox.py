@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -103,36 +104,44 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-@pytest.fixture(scope="module")
-def sandbox_url(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def running_sandbox(log: Path, *args: str) -> Iterator[str]:
+    """``python -m infrastructure.psp_sandbox`` on a free port; yields its base URL."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSP_SANDBOX_")}
-    log = tmp_path_factory.mktemp("psp-sandbox") / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "infrastructure.psp_sandbox", "--host", "127.0.0.1",
-             "--port", str(port), "--webhook-url", receiver.url, "--webhook-secret", SECRET],
+             "--port", str(port), "--webhook-secret", SECRET, *args],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/_health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"the sandbox did not start:\n{log.read_text()}")
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/_health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the sandbox did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def sandbox_url(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("psp-sandbox") / "server.log"
+    with running_sandbox(log, "--webhook-url", receiver.url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -440,6 +449,16 @@ def test_async_payouts(psp, receiver):
         psp.get(f"/monnify/payouts/{bad.json()['id']}").json()["failure_code"] == "account_closed"
     )
     assert [e["reference"] for e in ledger(psp, kind="payout")] == ["po-async-a"]
+
+
+def test_providers_can_start_in_async_mode(tmp_path):
+    with (
+        running_sandbox(tmp_path / "log", "--async", "monnify") as url,
+        httpx.Client(base_url=url) as psp,
+    ):
+        modes = {p: c["mode"] for p, c in psp.get("/_config").json().items()}
+        assert modes == {"zenith": "sync", "ramp": "sync", "monnify": "async"}
+        assert authorize(psp, "monnify", tokenize(psp, "monnify")).status_code == 202
 
 
 def test_sign_and_verify_helpers_round_trip():
