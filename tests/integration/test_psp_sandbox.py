@@ -589,7 +589,7 @@ def test_duplicate_webhooks_keep_their_id(psp, receiver):
 
 
 def test_out_of_order_webhooks(psp, receiver):
-    set_faults(psp, "ramp", out_of_order_webhooks=True, reorder_window_ms=400)
+    set_faults(psp, "ramp", out_of_order_webhooks=True, reorder_window_ms=1_000)
     payment = authorize(psp, "ramp", tokenize(psp, "ramp")).json()
     post(psp, f"/ramp/authorizations/{payment['id']}/capture")
     post(psp, "/ramp/refunds", {"reference": "oo-r", "payment_id": payment["id"], "amount": 10})
