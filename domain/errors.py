@@ -7,7 +7,8 @@ Each error carries a stable ``code`` that the API turns into a problem ``type``:
      ├── ValidationError                 validation-error
      │    ├── InvalidAmount              invalid-amount
      │    ├── UnknownCurrency            unknown-currency
-     │    └── SameAccount                same-account
+     │    ├── SameAccount                same-account
+     │    └── CardNumberRejected         card-number-rejected
      ├── NotFound                        not-found
      ├── Forbidden                       forbidden
      ├── InsufficientFunds               insufficient-funds
@@ -18,10 +19,23 @@ Each error carries a stable ``code`` that the API turns into a problem ``type``:
      │    └── WalletClosed               wallet-closed
      ├── WalletNotEmpty                  wallet-not-empty
      ├── InvalidWalletState              invalid-wallet-state
-     └── TransferStateError
-          ├── TransferNotPending         transfer-not-pending
-          ├── TransferExpired            transfer-expired
-          └── PostExceedsPending         post-exceeds-pending
+     ├── TransferStateError
+     │    ├── TransferNotPending         transfer-not-pending
+     │    ├── TransferExpired            transfer-expired
+     │    └── PostExceedsPending         post-exceeds-pending
+     └── PaymentStateError               payment-state
+          ├── PaymentNotRoutable         payment-not-routable
+          ├── PaymentOutcomeUnknown      payment-outcome-unknown
+          ├── PaymentNotCapturable       payment-not-capturable
+          ├── AuthorizationExpired       authorization-expired
+          ├── CaptureExceedsAuthorized   capture-exceeds-authorized
+          ├── PaymentNotCancelable       payment-not-cancelable
+          ├── PaymentNotRefundable       payment-not-refundable
+          ├── RefundExceedsCaptured      refund-exceeds-captured
+          ├── RefundAlreadyRecorded      refund-already-recorded
+          ├── PaymentNotDisputable       payment-not-disputable
+          ├── DisputeExceedsCaptured     dispute-exceeds-captured
+          └── PaymentNotDisputed         payment-not-disputed
 """
 
 from __future__ import annotations
@@ -135,3 +149,82 @@ class PostExceedsPending(TransferStateError):
     code = "post-exceeds-pending"
     title = "Amount to post exceeds the pending amount"
     status = 422
+
+
+# ---- payments (issue 4) ---------------------------------------------------------------------
+
+
+class CardNumberRejected(ValidationError):
+    """A card number (PAN) appeared in a request: only provider tokens are accepted."""
+
+    code = "card-number-rejected"
+    title = "Card numbers are not accepted; send a provider token"
+
+
+class PaymentStateError(LedgerError):
+    code = "payment-state"
+    title = "Payment is in the wrong state"
+    status = 409
+
+
+class PaymentNotRoutable(PaymentStateError):
+    code = "payment-not-routable"
+    title = "Payment cannot start a provider attempt in its current state"
+
+
+class PaymentOutcomeUnknown(PaymentStateError):
+    code = "payment-outcome-unknown"
+    title = "The outcome of the last provider attempt is not known yet"
+
+
+class PaymentNotCapturable(PaymentStateError):
+    code = "payment-not-capturable"
+    title = "Payment cannot be captured"
+
+
+class AuthorizationExpired(PaymentStateError):
+    code = "authorization-expired"
+    title = "Authorization has expired"
+
+
+class CaptureExceedsAuthorized(PaymentStateError):
+    code = "capture-exceeds-authorized"
+    title = "Amount to capture exceeds the authorized amount"
+    status = 422
+
+
+class PaymentNotCancelable(PaymentStateError):
+    code = "payment-not-cancelable"
+    title = "Payment cannot be canceled"
+
+
+class PaymentNotRefundable(PaymentStateError):
+    code = "payment-not-refundable"
+    title = "Payment cannot be refunded"
+
+
+class RefundExceedsCaptured(PaymentStateError):
+    code = "refund-exceeds-captured"
+    title = "Refund exceeds the captured amount not yet refunded"
+    status = 422
+
+
+class RefundAlreadyRecorded(PaymentStateError):
+    code = "refund-already-recorded"
+    title = "A refund with this id is already recorded"
+
+
+class PaymentNotDisputable(PaymentStateError):
+    code = "payment-not-disputable"
+    title = "Payment cannot be disputed"
+
+
+class DisputeExceedsCaptured(PaymentStateError):
+    code = "dispute-exceeds-captured"
+    title = "Disputed amount exceeds the captured amount not refunded"
+    status = 422
+
+
+class PaymentNotDisputed(PaymentStateError):
+    code = "payment-not-disputed"
+    title = "Payment has no open dispute"
