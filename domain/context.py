@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,3 +18,11 @@ class CommandContext:
     now: datetime
     correlation_id: str
     causation_id: str
+
+    def stamp(self) -> dict[str, Any]:
+        """What every event of this command carries: its time and its causes."""
+        return {
+            "timestamp": self.now,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+        }

@@ -457,7 +457,6 @@ class Payment(Aggregate):
         return cls._create(
             cls.Created,
             id=payment_id,
-            timestamp=ctx.now,
             merchant_id=merchant_id,
             amount=amount.minor,
             currency=amount.currency.code,
@@ -465,8 +464,7 @@ class Payment(Aggregate):
             payment_method_token=payment_method_token,
             capture_method=capture_method,
             metadata=metadata,
-            correlation_id=ctx.correlation_id,
-            causation_id=ctx.causation_id,
+            **ctx.stamp(),
         )
 
     # ---- derived state -------------------------------------------------------------------
@@ -597,13 +595,6 @@ class Payment(Aggregate):
 
     # ---- commands (each checks its guard before it changes anything) ---------------------
 
-    def _stamp(self, ctx: CommandContext) -> dict[str, Any]:
-        return {
-            "timestamp": ctx.now,
-            "correlation_id": ctx.correlation_id,
-            "causation_id": ctx.causation_id,
-        }
-
     def start_attempt(self, provider: str, ctx: CommandContext) -> int:
         """Route the payment to ``provider``; answers the new attempt's number (from 1),
         which with the payment id makes the provider call's idempotency key."""
@@ -612,7 +603,7 @@ class Payment(Aggregate):
         self.require_routable()
         number = len(self.attempts) + 1
         self.trigger_event(
-            self.AttemptStarted, attempt_number=number, provider=provider, **self._stamp(ctx)
+            self.AttemptStarted, attempt_number=number, provider=provider, **ctx.stamp()
         )
         return number
 
@@ -625,7 +616,7 @@ class Payment(Aggregate):
             self.AttemptErrored,
             attempt_number=len(self.attempts),
             reason=reason,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def fail(self, reason: str, ctx: CommandContext) -> None:
@@ -633,7 +624,7 @@ class Payment(Aggregate):
         if self.status not in (CREATED, PROCESSING):
             raise PaymentStateError(f"payment {self.id} is {self.status}; it cannot fail now")
         self._require_settled_attempt()
-        self.trigger_event(self.Failed, reason=reason, provider_event_id=None, **self._stamp(ctx))
+        self.trigger_event(self.Failed, reason=reason, provider_event_id=None, **ctx.stamp())
 
     def capture(self, ctx: CommandContext, amount: Money | None = None, *, fee: int = 0) -> None:
         """Capture all (``amount=None``) or part of a manual authorization; the rest of it
@@ -648,7 +639,7 @@ class Payment(Aggregate):
             fee=fee,
             released=self.authorized_amount - minor,
             provider_event_id=None,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def cancel(self, ctx: CommandContext, reason: str = CANCEL_REQUESTED) -> None:
@@ -659,7 +650,7 @@ class Payment(Aggregate):
             reason=reason,
             released=self.authorized_amount if self.status == AUTHORIZED else 0,
             provider_event_id=None,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def expire_authorization(self, ctx: CommandContext) -> None:
@@ -683,7 +674,7 @@ class Payment(Aggregate):
             amount=minor,
             refunded_after=self.refunded_amount + minor,
             provider_event_id=key,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def open_dispute(
@@ -707,7 +698,7 @@ class Payment(Aggregate):
             dispute_id=dispute_id,
             amount=minor,
             provider_event_id=key,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def accept_dispute(self, ctx: CommandContext) -> None:
@@ -721,7 +712,7 @@ class Payment(Aggregate):
             dispute_id=self.dispute_id or "",
             amount=self.disputed_amount,
             provider_event_id=key,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     # ---- provider updates: never raise for stale, duplicate or out-of-order ones --------
@@ -797,7 +788,7 @@ class Payment(Aggregate):
                 amount=self.amount,
                 expires_at=expires,
                 provider_event_id=key,
-                **self._stamp(ctx),
+                **ctx.stamp(),
             )
         elif status == PROVIDER_CAPTURED:
             limit = self.authorized_amount if self.status == AUTHORIZED else self.amount
@@ -808,14 +799,14 @@ class Payment(Aggregate):
                 fee=update.fee,
                 released=limit - minor,
                 provider_event_id=key,
-                **self._stamp(ctx),
+                **ctx.stamp(),
             )
         elif status == PROVIDER_FAILED:
             self.trigger_event(
                 self.Failed,
                 reason=update.reason or "declined",
                 provider_event_id=key,
-                **self._stamp(ctx),
+                **ctx.stamp(),
             )
         elif status == PROVIDER_CANCELED:
             self.trigger_event(
@@ -823,7 +814,7 @@ class Payment(Aggregate):
                 reason=CANCEL_BY_PROVIDER,
                 released=self.authorized_amount if self.status == AUTHORIZED else 0,
                 provider_event_id=key,
-                **self._stamp(ctx),
+                **ctx.stamp(),
             )
         elif status == PROVIDER_REFUNDED:
             assert update.refund_id is not None and update.amount is not None

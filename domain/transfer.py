@@ -110,7 +110,6 @@ class Transfer(Aggregate):
         return cls._create(
             cls.Created,
             id=transfer_id,
-            timestamp=ctx.now,
             merchant_id=merchant_id,
             kind=kind,
             debit_account_id=debit_account_id,
@@ -120,8 +119,7 @@ class Transfer(Aggregate):
             pending=pending,
             expires_at=expires_at,
             metadata=metadata,
-            correlation_id=ctx.correlation_id,
-            causation_id=ctx.causation_id,
+            **ctx.stamp(),
         )
 
     def money(self, minor: int) -> Money:
@@ -151,22 +149,15 @@ class Transfer(Aggregate):
                 f"{self.currency} is pending"
             )
 
-    def _stamp(self, ctx: CommandContext) -> dict[str, Any]:
-        return {
-            "timestamp": ctx.now,
-            "correlation_id": ctx.correlation_id,
-            "causation_id": ctx.causation_id,
-        }
-
     def post(self, amount: Money, ctx: CommandContext) -> None:
-        self.trigger_event(self.Posted, amount=amount.minor, **self._stamp(ctx))
+        self.trigger_event(self.Posted, amount=amount.minor, **ctx.stamp())
 
     def void(self, ctx: CommandContext) -> None:
-        self.trigger_event(self.Voided, **self._stamp(ctx))
+        self.trigger_event(self.Voided, **ctx.stamp())
 
     def expire(self, ctx: CommandContext) -> None:
         if self.status != PENDING:
             raise TransferNotPending(f"transfer {self.id} is {self.status}, not pending")
         if not self.is_expired_at(ctx.now):
             raise TransferNotPending(f"transfer {self.id} has not expired yet")
-        self.trigger_event(self.Expired, **self._stamp(ctx))
+        self.trigger_event(self.Expired, **ctx.stamp())

@@ -143,13 +143,11 @@ class Wallet(Aggregate):
         return cls._create(
             cls.Opened,
             id=wallet_id,
-            timestamp=ctx.now,
             merchant_id=merchant_id,
             currency=currency.code,
             credit_limit=credit_limit,
             metadata=metadata,
-            correlation_id=ctx.correlation_id,
-            causation_id=ctx.causation_id,
+            **ctx.stamp(),
         )
 
     # ---- derived state -------------------------------------------------------------
@@ -192,13 +190,6 @@ class Wallet(Aggregate):
 
     # ---- commands (call the guard first; these assume it passed) -------------------
 
-    def _stamp(self, ctx: CommandContext) -> dict[str, Any]:
-        return {
-            "timestamp": ctx.now,
-            "correlation_id": ctx.correlation_id,
-            "causation_id": ctx.causation_id,
-        }
-
     def debit(
         self, transfer_id: str, amount: Money, counterparty_id: str, kind: str, ctx: CommandContext
     ) -> None:
@@ -209,7 +200,7 @@ class Wallet(Aggregate):
             counterparty_id=counterparty_id,
             kind=kind,
             posted_after=self.posted - amount.minor,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def credit(
@@ -222,7 +213,7 @@ class Wallet(Aggregate):
             counterparty_id=counterparty_id,
             kind=kind,
             posted_after=self.posted + amount.minor,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def place_hold(self, transfer_id: str, amount: Money, ctx: CommandContext) -> None:
@@ -231,7 +222,7 @@ class Wallet(Aggregate):
             transfer_id=transfer_id,
             amount=amount.minor,
             pending_after=self.pending + amount.minor,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def release_hold(
@@ -243,18 +234,18 @@ class Wallet(Aggregate):
             amount=amount.minor,
             reason=reason,
             pending_after=self.pending - amount.minor,
-            **self._stamp(ctx),
+            **ctx.stamp(),
         )
 
     def freeze(self, reason: str, ctx: CommandContext) -> None:
         if self.status != ACTIVE:
             raise InvalidWalletState(f"wallet {self.id} is {self.status}, not active")
-        self.trigger_event(self.Frozen, reason=reason, **self._stamp(ctx))
+        self.trigger_event(self.Frozen, reason=reason, **ctx.stamp())
 
     def unfreeze(self, ctx: CommandContext) -> None:
         if self.status != FROZEN:
             raise InvalidWalletState(f"wallet {self.id} is {self.status}, not frozen")
-        self.trigger_event(self.Unfrozen, **self._stamp(ctx))
+        self.trigger_event(self.Unfrozen, **ctx.stamp())
 
     def close(self, ctx: CommandContext) -> None:
         if self.status == CLOSED:
@@ -265,4 +256,4 @@ class Wallet(Aggregate):
                 f"(posted {self.money(self.posted).format()}, "
                 f"pending {self.money(self.pending).format()})"
             )
-        self.trigger_event(self.Closed, **self._stamp(ctx))
+        self.trigger_event(self.Closed, **ctx.stamp())
