@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import orjson
@@ -44,6 +45,21 @@ def provider_router(sandbox: Sandbox) -> APIRouter:
         sandbox.provider(provider)
         await sandbox.latency(provider)
 
+    async def money_call(
+        provider: str,
+        request: Request,
+        key: str | None,
+        operation: Callable[[str, Draw], Result],
+    ) -> Response:
+        """A money-moving call: provider checks and latency, a required idempotency key,
+        the operation run once per key (a repeat replays), the answer or a fault."""
+        await enter(provider)
+        k = _required(key)
+        outcome = await sandbox.mutate(
+            provider, k, await _request_identity(request), lambda draw: operation(k, draw)
+        )
+        return await outcome_response(outcome)
+
     @router.post("/tokens", status_code=201)
     async def create_token(
         provider: str, body: TokenRequest, request: Request, key: IdempotencyKey = None
@@ -67,14 +83,8 @@ def provider_router(sandbox: Sandbox) -> APIRouter:
         provider: str, body: AuthorizationRequest, request: Request, key: IdempotencyKey = None
     ) -> Response:
         """Authorize (and with ``capture: true`` capture) an amount on a token."""
-        await enter(provider)
-        k = _required(key)
-
-        def run(draw: Draw) -> Result:
-            return sandbox.authorize(provider, k, body, draw)
-
-        return await outcome_response(
-            await sandbox.mutate(provider, k, await _request_identity(request), run)
+        return await money_call(
+            provider, request, key, lambda k, draw: sandbox.authorize(provider, k, body, draw)
         )
 
     @router.post("/authorizations/{payment_id}/capture")
@@ -86,60 +96,36 @@ def provider_router(sandbox: Sandbox) -> APIRouter:
         key: IdempotencyKey = None,
     ) -> Response:
         """Capture all of an authorization or part of it (the rest is released)."""
-        await enter(provider)
-        k = _required(key)
         wanted = body or CaptureRequest()
-        outcome = await sandbox.mutate(
-            provider,
-            k,
-            await _request_identity(request),
-            lambda _: sandbox.capture(provider, k, payment_id, wanted),
+        return await money_call(
+            provider, request, key, lambda k, _: sandbox.capture(provider, k, payment_id, wanted)
         )
-        return await outcome_response(outcome)
 
     @router.post("/authorizations/{payment_id}/void")
     async def void(
         provider: str, payment_id: str, request: Request, key: IdempotencyKey = None
     ) -> Response:
         """Release an uncaptured authorization."""
-        await enter(provider)
-        k = _required(key)
-        outcome = await sandbox.mutate(
-            provider,
-            k,
-            await _request_identity(request),
-            lambda _: sandbox.void(provider, k, payment_id),
+        return await money_call(
+            provider, request, key, lambda k, _: sandbox.void(provider, k, payment_id)
         )
-        return await outcome_response(outcome)
 
     @router.post("/refunds", status_code=201)
     async def refund(
         provider: str, body: RefundRequest, request: Request, key: IdempotencyKey = None
     ) -> Response:
         """Refund all that is left of a captured payment, or part of it."""
-        await enter(provider)
-        k = _required(key)
-        outcome = await sandbox.mutate(
-            provider,
-            k,
-            await _request_identity(request),
-            lambda _: sandbox.refund(provider, k, body),
+        return await money_call(
+            provider, request, key, lambda k, _: sandbox.refund(provider, k, body)
         )
-        return await outcome_response(outcome)
 
     @router.post("/payouts", status_code=201)
     async def payout(
         provider: str, body: PayoutRequest, request: Request, key: IdempotencyKey = None
     ) -> Response:
         """Send money to a bank account."""
-        await enter(provider)
-        k = _required(key)
-
-        def run(draw: Draw) -> Result:
-            return sandbox.payout(provider, k, body, draw)
-
-        return await outcome_response(
-            await sandbox.mutate(provider, k, await _request_identity(request), run)
+        return await money_call(
+            provider, request, key, lambda k, draw: sandbox.payout(provider, k, body, draw)
         )
 
     @router.get("/payments")
