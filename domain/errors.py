@@ -228,3 +228,57 @@ class DisputeExceedsCaptured(PaymentStateError):
 class PaymentNotDisputed(PaymentStateError):
     code = "payment-not-disputed"
     title = "Payment has no open dispute"
+
+
+# ---- scheduled payments ---------------------------------------------------------------------
+#
+#     ValidationError
+#      └── InvalidFrequency              invalid-frequency
+#     ScheduleStateError                 schedule-state
+#      ├── ScheduleNotActive             schedule-not-active
+#      ├── OccurrenceAlreadyHandled      occurrence-already-handled
+#      ├── OccurrenceOutOfOrder          occurrence-out-of-order
+#      ├── OccurrenceNotDue              occurrence-not-due
+#      └── OccurrenceMissed              occurrence-missed
+
+
+class InvalidFrequency(ValidationError):
+    code = "invalid-frequency"
+    title = "Invalid frequency"
+
+
+class ScheduleStateError(LedgerError):
+    code = "schedule-state"
+    title = "Scheduled payment is in the wrong state"
+    status = 409
+
+
+class ScheduleNotActive(ScheduleStateError):
+    code = "schedule-not-active"
+    title = "Scheduled payment is canceled or completed"
+
+
+class OccurrenceAlreadyHandled(ScheduleStateError):
+    """Another scheduler (or an earlier try) already started or skipped this occurrence."""
+
+    code = "occurrence-already-handled"
+    title = "This occurrence was already started or skipped"
+
+
+class OccurrenceOutOfOrder(ScheduleStateError):
+    """Not the schedule's next occurrence: a later number, or a due time from a stale view."""
+
+    code = "occurrence-out-of-order"
+    title = "This is not the schedule's next occurrence"
+
+
+class OccurrenceNotDue(ScheduleStateError):
+    code = "occurrence-not-due"
+    title = "This occurrence is not due yet"
+
+
+class OccurrenceMissed(ScheduleStateError):
+    """The catch-up policy says this overdue occurrence is skipped, not run."""
+
+    code = "occurrence-missed"
+    title = "This occurrence was missed; the catch-up policy skips it"

@@ -13,8 +13,8 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from domain.context import CommandContext
-from domain.errors import CurrencyMismatch, SameAccount, ValidationError
-from domain.money import Money
+from domain.errors import BalanceOverflow, CurrencyMismatch, SameAccount, ValidationError
+from domain.money import MAX_BALANCE, Money
 from domain.transfer import Transfer
 from domain.wallet import Wallet
 
@@ -43,10 +43,15 @@ def open_transfer(
     merchant_id: str,
     metadata: dict[str, Any],
     ctx: CommandContext,
+    force: bool = False,
 ) -> Transfer:
     """Record a journal entry moving ``amount`` from ``debit`` to ``credit``.
 
     With ``pending`` the money is only held on the debit wallet until posted or voided.
+    ``force`` records a fact that already happened outside the ledger (a provider's
+    chargeback or refund): the wallets' status and the debit wallet's available balance
+    are not checked, so the debit may take the wallet below zero. Only the payment engine's
+    postings of provider facts use it (see ``domain/payment_ledger.py``).
     """
     if debit is None and credit is None:
         raise ValidationError("a transfer needs at least one wallet")
@@ -65,10 +70,17 @@ def open_transfer(
         raise ValidationError("only a pending transfer can expire")
     if expires_at is not None and expires_at <= ctx.now:
         raise ValidationError("expiry must be in the future")
-    if debit is not None:
-        debit.require_can_debit(amount)
-    if credit is not None:
-        credit.require_can_credit(amount)
+    if force:
+        for wallet in (debit, credit):
+            if wallet is not None:
+                wallet.require_currency(amount)
+        if credit is not None and credit.posted + amount.minor > MAX_BALANCE:
+            raise BalanceOverflow(f"wallet {credit.id} balance would exceed the maximum")
+    else:
+        if debit is not None:
+            debit.require_can_debit(amount)
+        if credit is not None:
+            credit.require_can_credit(amount)
 
     currency = amount.currency.code
     debit_id = _account_id(debit, currency)
@@ -102,15 +114,18 @@ def post_transfer(
     credit: Wallet | None,
     amount: Money | None,
     ctx: CommandContext,
+    force: bool = False,
 ) -> Money:
-    """Capture all (``amount`` None) or part of a pending transfer; release the rest."""
+    """Capture all (``amount`` None) or part of a pending transfer; release the rest.
+    ``force`` (a provider's fact, see ``open_transfer``) skips the wallets' status checks."""
     to_post = transfer.money(transfer.amount) if amount is None else amount
     if to_post.currency.code != transfer.currency:
         raise CurrencyMismatch(f"transfer {transfer.id} is in {transfer.currency}")
     transfer.require_postable(to_post, ctx.now)
-    debit.require_active()
-    if credit is not None:
-        credit.require_can_credit(to_post)
+    if not force:
+        debit.require_active()
+        if credit is not None:
+            credit.require_can_credit(to_post)
 
     tid = str(transfer.id)
     debit.release_hold(tid, transfer.money(transfer.amount), "posted", ctx)

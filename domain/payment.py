@@ -134,6 +134,12 @@ ATTEMPT_DECLINED = "declined"
 ATTEMPT_AUTHORIZED = "authorized"
 ATTEMPT_CAPTURED = "captured"
 
+# Operations the merchant asked for that wait for the provider's answer.
+OP_CAPTURE = "capture"
+OP_VOID = "void"
+OP_REFUND = "refund"
+OPERATION_KINDS = (OP_CAPTURE, OP_VOID, OP_REFUND)
+
 # Why a payment was canceled.
 CANCEL_REQUESTED = "requested"
 CANCEL_AUTHORIZATION_EXPIRED = "authorization_expired"
@@ -172,7 +178,8 @@ class ProviderUpdate:
 
     ``provider_event_id`` (the webhook's event id) deduplicates; ``None`` for answers that
     have none (a synchronous response), which then rely on the state order alone.
-    ``provider`` defaults to the payment's current provider. ``amount`` is in minor units:
+    ``provider`` defaults to the payment's current provider; ``provider_ref`` is the
+    provider's own id of the payment, kept for later calls. ``amount`` is in minor units:
     required for ``refunded``; for ``captured`` it defaults to the whole authorization and for
     ``dispute_opened`` to everything captured and not refunded.
     """
@@ -186,6 +193,7 @@ class ProviderUpdate:
     refund_id: str | None = None
     dispute_id: str | None = None
     authorization_expires_at: datetime | None = None
+    provider_ref: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in PROVIDER_STATUSES:
@@ -211,6 +219,17 @@ class UpdateOutcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Operation:
+    """A capture, void or refund sent (or about to be sent) to the provider: recorded
+    before the call, so a crash before the answer resumes it with the same idempotency key.
+    ``amount`` is 0 for a void."""
+
+    operation_id: str
+    kind: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One try at one provider: ``number`` counts from 1."""
 
@@ -222,6 +241,12 @@ class Attempt:
 def _seen(payment: Payment, key: str | None) -> None:
     if key is not None:
         payment.provider_event_ids.add(key)
+
+
+def _drop_operations(payment: Payment, *kinds: str) -> None:
+    for key in [k for k, op in payment.operations.items() if op.kind in kinds]:
+        del payment.operations[key]
+        payment.finished_operations[key] = ("succeeded", "")
 
 
 def _settle_attempt(payment: Payment, outcome: str, only_if: tuple[str, ...]) -> None:
@@ -242,12 +267,15 @@ class Payment(Aggregate):
 
     class Created(Event, Aggregate.Created):
         merchant_id: str
+        wallet_id: str
+        fingerprint: str
         amount: int
         currency: str
         method: str
         payment_method_token: str
         capture_method: str
         metadata: dict[str, Any]
+        provider_tokens: dict[str, str]
 
     class AttemptStarted(Event):
         """The engine routed the payment to ``provider`` and is calling it."""
@@ -279,10 +307,13 @@ class Payment(Aggregate):
         amount: int
         expires_at: datetime
         provider_event_id: str | None
+        provider_ref: str | None
 
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Payment)
             _seen(aggregate, self.provider_event_id)
+            if self.provider_ref is not None:
+                aggregate.provider_ref = self.provider_ref
             aggregate.status = AUTHORIZED
             aggregate.authorized_amount = self.amount
             aggregate.authorization_expires_at = self.expires_at
@@ -295,10 +326,14 @@ class Payment(Aggregate):
         fee: int
         released: int
         provider_event_id: str | None
+        provider_ref: str | None
 
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Payment)
             _seen(aggregate, self.provider_event_id)
+            if self.provider_ref is not None:
+                aggregate.provider_ref = self.provider_ref
+            _drop_operations(aggregate, OP_CAPTURE, OP_VOID)
             aggregate.status = CAPTURED
             aggregate.authorized_amount = self.amount + self.released
             aggregate.captured_amount = self.amount
@@ -329,6 +364,7 @@ class Payment(Aggregate):
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Payment)
             _seen(aggregate, self.provider_event_id)
+            _drop_operations(aggregate, OP_CAPTURE, OP_VOID)
             aggregate.status = CANCELED
             aggregate.cancel_reason = self.reason
             aggregate.released_amount = self.released
@@ -344,8 +380,11 @@ class Payment(Aggregate):
             _seen(aggregate, self.provider_event_id)
             aggregate.refunds[self.refund_id] = self.amount
             aggregate.refunded_amount = self.refunded_after
-            full = self.refunded_after == aggregate.captured_amount
-            aggregate.status = REFUNDED if full else PARTIALLY_REFUNDED
+            if aggregate.operations.pop(self.refund_id, None) is not None:
+                aggregate.finished_operations[self.refund_id] = ("succeeded", "")
+            if aggregate.status != DISPUTED:  # a refund sent before a dispute opened
+                full = self.refunded_after == aggregate.captured_amount
+                aggregate.status = REFUNDED if full else PARTIALLY_REFUNDED
 
     class DisputeOpened(Event):
         """The customer disputes ``amount``: it is held until the dispute is decided."""
@@ -385,20 +424,73 @@ class Payment(Aggregate):
             _seen(aggregate, self.provider_event_id)
             aggregate.status = LOST
 
+    class OperationRequested(Event):
+        """The merchant asked for a capture, void or refund; the provider is called next."""
+
+        operation_id: str
+        kind: str
+        amount: int
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.operations[self.operation_id] = Operation(
+                self.operation_id, self.kind, self.amount
+            )
+
+    class OperationFailed(Event):
+        """The provider refused the operation for certain (nothing happened there)."""
+
+        operation_id: str
+        kind: str
+        code: str
+        reason: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.operations.pop(self.operation_id, None)
+            aggregate.finished_operations[self.operation_id] = ("failed", self.code)
+
+    class ProviderCalled(Event):
+        """One call to a provider and what came of it, with the engine's decision: the
+        payment's causal timeline (attempts, latency, retries, breaker and routing)."""
+
+        operation: str
+        provider: str
+        attempt_number: int
+        outcome: str
+        latency_ms: float
+        code: str
+        detail: str
+        decision: str
+
+    class DisputeEvidenceSubmitted(Event):
+        dispute_id: str
+        evidence: dict[str, Any]
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.dispute_evidence.append(self.evidence)
+
     @event(Created)
     def __init__(
         self,
         merchant_id: str,
+        wallet_id: str,
+        fingerprint: str,
         amount: int,
         currency: str,
         method: str,
         payment_method_token: str,
         capture_method: str,
         metadata: dict[str, Any],
+        provider_tokens: dict[str, str],
         correlation_id: str,
         causation_id: str,
     ) -> None:
         self.merchant_id = merchant_id
+        self.provider_tokens = provider_tokens
+        self.wallet_id = wallet_id
+        self.fingerprint = fingerprint
         self.amount = amount
         self.currency = currency
         self.method = method
@@ -420,6 +512,12 @@ class Payment(Aggregate):
         self.failure_reason: str | None = None
         self.cancel_reason: str | None = None
         self.provider_event_ids: set[str] = set()
+        self.provider_ref: str | None = None
+        self.operations: dict[str, Operation] = {}
+        # operation id -> ("succeeded", "") or ("failed", provider's code): a retried
+        # request finds what became of its operation.
+        self.finished_operations: dict[str, tuple[str, str]] = {}
+        self.dispute_evidence: list[dict[str, Any]] = []
 
     @classmethod
     def create(
@@ -429,6 +527,9 @@ class Payment(Aggregate):
         merchant_id: str,
         amount: Money,
         method: str,
+        wallet_id: str = "",
+        fingerprint: str = "",
+        provider_tokens: dict[str, str] | None = None,
         payment_method_token: str,
         capture_method: str,
         metadata: dict[str, Any],
@@ -447,8 +548,15 @@ class Payment(Aggregate):
             raise ValidationError("payment_method_token is required")
         if len(payment_method_token) > MAX_TOKEN_LENGTH:
             raise ValidationError("payment_method_token is too long")
-        where = find_pan(payment_method_token, root="payment_method_token") or find_pan(
-            metadata, root="metadata"
+        tokens = dict(provider_tokens or {})
+        if len(tokens) > 10 or any(
+            not isinstance(v, str) or not v or len(v) > MAX_TOKEN_LENGTH for v in tokens.values()
+        ):
+            raise ValidationError("provider_tokens: at most 10 tokens of 1-255 characters")
+        where = (
+            find_pan(payment_method_token, root="payment_method_token")
+            or find_pan(tokens, root="provider_tokens")
+            or find_pan(metadata, root="metadata")
         )
         if where is not None:
             raise CardNumberRejected(
@@ -458,12 +566,15 @@ class Payment(Aggregate):
             cls.Created,
             id=payment_id,
             merchant_id=merchant_id,
+            wallet_id=wallet_id,
+            fingerprint=fingerprint,
             amount=amount.minor,
             currency=amount.currency.code,
             method=method,
             payment_method_token=payment_method_token,
             capture_method=capture_method,
             metadata=metadata,
+            provider_tokens=tokens,
             **ctx.stamp(),
         )
 
@@ -472,10 +583,27 @@ class Payment(Aggregate):
     def money(self, minor: int) -> Money:
         return Money.of(minor, self.currency)
 
+    def token_for(self, provider: str) -> str:
+        """The customer's payment method at ``provider``: its own token when one was given,
+        else the payment's token."""
+        return self.provider_tokens.get(provider, self.payment_method_token)
+
     @property
     def refundable_amount(self) -> int:
         """Captured and not yet refunded: the most a refund or a dispute can cover."""
         return self.captured_amount - self.refunded_amount
+
+    def pending_refunds(self, excluding: str | None = None) -> int:
+        """What refunds sent to the provider and not yet answered will take."""
+        return sum(
+            op.amount
+            for key, op in self.operations.items()
+            if op.kind == OP_REFUND and key != excluding
+        )
+
+    def operation(self, kind: str) -> Operation | None:
+        """The pending operation of ``kind`` (the first one, for refunds)."""
+        return next((op for op in self.operations.values() if op.kind == kind), None)
 
     @property
     def dispute_hold(self) -> int:
@@ -555,7 +683,7 @@ class Payment(Aggregate):
 
     def require_refundable(self, refund_id: str, minor: int) -> None:
         """Guard for ``refund``: captured, no open dispute, and never more than what was
-        captured minus what was already refunded."""
+        captured minus what was already refunded or is being refunded."""
         if not refund_id:
             raise ValidationError("refund_id is required")
         if refund_id in self.refunds:
@@ -566,11 +694,12 @@ class Payment(Aggregate):
             raise PaymentNotRefundable(f"payment {self.id} is {self.status}")
         if minor <= 0:
             raise InvalidAmount("amount must be greater than zero")
-        if minor > self.refundable_amount:
+        left = self.refundable_amount - self.pending_refunds(excluding=refund_id)
+        if minor > left:
             raise RefundExceedsCaptured(
                 f"cannot refund {self.money(minor).format()}: "
-                f"{self.money(self.refundable_amount).format()} {self.currency} "
-                "is captured and not yet refunded"
+                f"{self.money(left).format()} {self.currency} "
+                "is captured and not yet refunded (or being refunded)"
             )
 
     def require_disputable(self, minor: int) -> None:
@@ -592,6 +721,13 @@ class Payment(Aggregate):
     def require_open_dispute(self) -> None:
         if self.status != DISPUTED:
             raise PaymentNotDisputed(f"payment {self.id} is {self.status}, not disputed")
+
+    def _require_no_operation(self, error: type[PaymentStateError], *kinds: str) -> None:
+        for op in self.operations.values():
+            if op.kind in kinds:
+                raise error(
+                    f"payment {self.id}: a {op.kind} ({op.operation_id}) is already in progress"
+                )
 
     # ---- commands (each checks its guard before it changes anything) ---------------------
 
@@ -639,6 +775,7 @@ class Payment(Aggregate):
             fee=fee,
             released=self.authorized_amount - minor,
             provider_event_id=None,
+            provider_ref=None,
             **ctx.stamp(),
         )
 
@@ -650,6 +787,110 @@ class Payment(Aggregate):
             reason=reason,
             released=self.authorized_amount if self.status == AUTHORIZED else 0,
             provider_event_id=None,
+            **ctx.stamp(),
+        )
+
+    def request_capture(
+        self, operation_id: str, ctx: CommandContext, amount: Money | None = None
+    ) -> Operation:
+        """Record that the merchant asked to capture all or part of a manual authorization;
+        the provider is called next and its answer recorded by ``apply_provider_update``."""
+        if not operation_id:
+            raise ValidationError("operation_id is required")
+        if amount is not None:
+            self._require_currency(amount)
+        minor = self.authorized_amount if amount is None else amount.minor
+        self.require_capturable(minor, 0, ctx.now)
+        self._require_no_operation(PaymentNotCapturable, OP_CAPTURE, OP_VOID)
+        return self._request(operation_id, OP_CAPTURE, minor, ctx)
+
+    def request_cancel(self, operation_id: str, ctx: CommandContext) -> Operation | None:
+        """Cancel: an authorization must be voided at the provider (answers the operation
+        to send); before that, nothing is held there and the payment is canceled at once
+        (answers None)."""
+        if not operation_id:
+            raise ValidationError("operation_id is required")
+        self.require_cancelable()
+        self._require_no_operation(PaymentNotCancelable, OP_CAPTURE, OP_VOID)
+        if self.status == AUTHORIZED:
+            return self._request(operation_id, OP_VOID, 0, ctx)
+        self.cancel(ctx)
+        return None
+
+    def request_refund(self, refund_id: str, amount: Money, ctx: CommandContext) -> Operation:
+        """Record a refund the merchant asked for; the provider is called next. Pending
+        refunds count against what can still be refunded, so two racing refunds can never
+        exceed what was captured."""
+        self._require_currency(amount)
+        if refund_id in self.operations:
+            raise RefundAlreadyRecorded(f"refund {refund_id} of payment {self.id} is in progress")
+        self.require_refundable(refund_id, amount.minor)
+        return self._request(refund_id, OP_REFUND, amount.minor, ctx)
+
+    def _request(self, operation_id: str, kind: str, minor: int, ctx: CommandContext) -> Operation:
+        self.trigger_event(
+            self.OperationRequested,
+            operation_id=operation_id,
+            kind=kind,
+            amount=minor,
+            **ctx.stamp(),
+        )
+        return self.operations[operation_id]
+
+    def fail_operation(
+        self, operation_id: str, code: str, reason: str, ctx: CommandContext
+    ) -> None:
+        """The provider refused a pending operation for certain: it is dropped."""
+        op = self.operations.get(operation_id)
+        if op is None:
+            raise PaymentStateError(f"payment {self.id} has no operation {operation_id}")
+        self.trigger_event(
+            self.OperationFailed,
+            operation_id=operation_id,
+            kind=op.kind,
+            code=code,
+            reason=reason,
+            **ctx.stamp(),
+        )
+
+    def record_provider_call(
+        self,
+        *,
+        operation: str,
+        provider: str,
+        outcome: str,
+        latency_ms: float,
+        ctx: CommandContext,
+        code: str = "",
+        detail: str = "",
+        decision: str = "",
+    ) -> None:
+        """Add one provider call to the payment's timeline (changes no state)."""
+        self.trigger_event(
+            self.ProviderCalled,
+            operation=operation,
+            provider=provider,
+            attempt_number=len(self.attempts),
+            outcome=outcome,
+            latency_ms=round(float(latency_ms), 3),
+            code=code[:100],
+            detail=detail[:500],
+            decision=decision[:500],
+            **ctx.stamp(),
+        )
+
+    def submit_dispute_evidence(self, evidence: dict[str, Any], ctx: CommandContext) -> None:
+        """Keep the merchant's evidence for an open dispute (never a card number)."""
+        self.require_open_dispute()
+        if not isinstance(evidence, dict) or not evidence:
+            raise ValidationError("evidence must be a non-empty object")
+        where = find_pan(evidence, root="evidence")
+        if where is not None:
+            raise CardNumberRejected(f"{where} holds a card number")
+        self.trigger_event(
+            self.DisputeEvidenceSubmitted,
+            dispute_id=self.dispute_id or "",
+            evidence=evidence,
             **ctx.stamp(),
         )
 
@@ -751,6 +992,11 @@ class Payment(Aggregate):
             return UpdateOutcome.DUPLICATE  # e.g. the webhook confirming our own refund
         if self.status in (CREATED, PROCESSING, AUTHORIZED):
             return UpdateOutcome.OUT_OF_ORDER  # the capture has not arrived yet
+        if self.status == DISPUTED and update.refund_id in self.operations:
+            # Sent before the dispute opened and done by the provider: record it, as long
+            # as the refund and the dispute together stay within what was captured.
+            left = self.refundable_amount - self.disputed_amount
+            return UpdateOutcome.APPLIED if update.amount <= left else UpdateOutcome.CONFLICT
         try:
             self.require_refundable(update.refund_id, update.amount)
         except LedgerError:
@@ -788,6 +1034,7 @@ class Payment(Aggregate):
                 amount=self.amount,
                 expires_at=expires,
                 provider_event_id=key,
+                provider_ref=update.provider_ref,
                 **ctx.stamp(),
             )
         elif status == PROVIDER_CAPTURED:
@@ -799,6 +1046,7 @@ class Payment(Aggregate):
                 fee=update.fee,
                 released=limit - minor,
                 provider_event_id=key,
+                provider_ref=update.provider_ref,
                 **ctx.stamp(),
             )
         elif status == PROVIDER_FAILED:
@@ -809,9 +1057,10 @@ class Payment(Aggregate):
                 **ctx.stamp(),
             )
         elif status == PROVIDER_CANCELED:
+            voided = self.operation(OP_VOID) is not None
             self.trigger_event(
                 self.Canceled,
-                reason=CANCEL_BY_PROVIDER,
+                reason=CANCEL_REQUESTED if voided else CANCEL_BY_PROVIDER,
                 released=self.authorized_amount if self.status == AUTHORIZED else 0,
                 provider_event_id=key,
                 **ctx.stamp(),
