@@ -38,7 +38,8 @@ from eventsourcing.persistence import InterfaceError, OperationalError, RecordCo
 
 from commands.application import LedgerApplication
 from commands.cache import AggregateCache
-from commands.handlers import UnitOfWork, handle
+from commands.dispatch import handle
+from commands.handlers import UnitOfWork
 from commands.idempotency import IdempotencyKeyTaken, IdempotencyRecord, IdempotencyStore
 from commands.model import (
     CloseWallet,
@@ -161,6 +162,19 @@ class LedgerEngine:
     def execute(self, request: CommandRequest) -> Outcome:
         """Submit and wait (for the CLI, the sweeper and tests)."""
         return self.submit(request).result()
+
+    def stored_answer(self, request: CommandRequest) -> Outcome | None:
+        """The answer stored for the request's idempotency key (replayed), or None; a key
+        used with another request is refused. For flows that span several commands."""
+        scope = self._scope(request)
+        if scope is None:
+            return None
+        answer = self.idempotency.get_many([scope]).get(scope)
+        if answer is None:
+            return None
+        if answer.request_hash != request.request_hash:
+            raise key_reused()
+        return Outcome(answer.status, answer.body, answer.body.get("position"), replayed=True)
 
     def close(self) -> None:
         if not self._stopped:
@@ -314,6 +328,10 @@ class LedgerEngine:
                 for account in (transfer.debit_account_id, transfer.credit_account_id):
                     ids.add(UUID(account))
             return ids
+        for name in ("payment_id", "payout_id", "schedule_id"):  # payments, pay-outs, schedules
+            named = getattr(command, name, None)
+            if isinstance(named, UUID):
+                return {named}
         return set()
 
     def _verify_cache(self, jobs: list[_Job], batch: _Batch) -> None:

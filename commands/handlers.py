@@ -14,7 +14,6 @@ from eventsourcing.domain import Aggregate
 
 from commands.model import (
     CloseWallet,
-    Command,
     CreateTransfer,
     Deposit,
     ExpireTransfer,
@@ -39,7 +38,10 @@ from domain.errors import (
     TransferNotPending,
     ValidationError,
 )
-from domain.money import Money
+from domain.money import Currency, Money
+from domain.payment import Payment
+from domain.payment_ledger import PLATFORM, system_account_id, system_credit_limit
+from domain.payout import Payout
 from domain.transfer import DEPOSIT, TRANSFER, WITHDRAWAL, Transfer
 from domain.wallet import Wallet
 
@@ -94,6 +96,50 @@ class UnitOfWork:
             raise NotFound(f"transfer {transfer_id} not found")
         return agg
 
+    def find(self, aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate, or None when there is none with that id."""
+        try:
+            return self._get(aggregate_id)
+        except NotFound:
+            return None
+
+    def find_transfer(self, transfer_id: UUID) -> Transfer | None:
+        agg = self.find(transfer_id)
+        return agg if isinstance(agg, Transfer) else None
+
+    def payment(self, payment_id: UUID) -> Payment:
+        agg = self._get_or_none(payment_id)
+        if not isinstance(agg, Payment) or not self.principal.may_see(agg.merchant_id):
+            raise NotFound(f"payment {payment_id} not found")
+        return agg
+
+    def payout(self, payout_id: UUID) -> Payout:
+        agg = self._get_or_none(payout_id)
+        if not isinstance(agg, Payout) or not self.principal.may_see(agg.merchant_id):
+            raise NotFound(f"payout {payout_id} not found")
+        return agg
+
+    def _get_or_none(self, aggregate_id: UUID) -> Aggregate | None:
+        return self.find(aggregate_id)
+
+    def system_wallet(self, role: str, currency: str, provider: str = "") -> Wallet:
+        """A platform account (clearing, fees, disputes), opened by the first posting."""
+        wallet_id = system_account_id(role, currency, provider)
+        agg = self.find(wallet_id)
+        if agg is None:
+            metadata = {"system": role, **({"provider": provider} if provider else {})}
+            agg = Wallet.open(
+                wallet_id,
+                PLATFORM,
+                Currency.of(currency),
+                system_credit_limit(role),
+                metadata,
+                self.ctx,
+            )
+            self.add(agg)
+        assert isinstance(agg, Wallet)
+        return agg
+
     def wallet_of(self, account_id: str, currency: str) -> Wallet | None:
         if account_id == str(ledger.world_account_id(currency)):
             return None
@@ -146,7 +192,7 @@ def close_wallet(cmd: CloseWallet, uow: UnitOfWork) -> Result:
     return 200, {"wallet": wallet_view(wallet)}
 
 
-def _own(uow: UnitOfWork, wallet: Wallet) -> Wallet:
+def own(uow: UnitOfWork, wallet: Wallet) -> Wallet:
     """Moving money needs the wallet to be the caller's own (or the caller an admin)."""
     if not uow.principal.is_admin and wallet.merchant_id != uow.principal.merchant_id:
         raise NotFound(f"wallet {wallet.id} not found")
@@ -154,7 +200,7 @@ def _own(uow: UnitOfWork, wallet: Wallet) -> Wallet:
 
 
 def deposit(cmd: Deposit, uow: UnitOfWork) -> Result:
-    wallet = _own(uow, uow.wallet(cmd.wallet_id))
+    wallet = own(uow, uow.wallet(cmd.wallet_id))
     transfer = ledger.open_transfer(
         uow.new_id("transfer"),
         kind=DEPOSIT,
@@ -172,7 +218,7 @@ def deposit(cmd: Deposit, uow: UnitOfWork) -> Result:
 
 
 def withdraw(cmd: Withdraw, uow: UnitOfWork) -> Result:
-    wallet = _own(uow, uow.wallet(cmd.wallet_id))
+    wallet = own(uow, uow.wallet(cmd.wallet_id))
     transfer = ledger.open_transfer(
         uow.new_id("transfer"),
         kind=WITHDRAWAL,
@@ -190,8 +236,8 @@ def withdraw(cmd: Withdraw, uow: UnitOfWork) -> Result:
 
 
 def _create_transfer(cmd: CreateTransfer, uow: UnitOfWork, index: int) -> Transfer:
-    debit = _own(uow, uow.wallet(cmd.debit_wallet_id))
-    credit = _own(uow, uow.wallet(cmd.credit_wallet_id))
+    debit = own(uow, uow.wallet(cmd.debit_wallet_id))
+    credit = own(uow, uow.wallet(cmd.credit_wallet_id))
     transfer = ledger.open_transfer(
         uow.new_id("transfer", index),
         kind=TRANSFER,
@@ -305,7 +351,3 @@ HANDLERS: dict[type[Any], Callable[[Any, UnitOfWork], Result]] = {
     TransferBatch: transfer_batch,
     ExpireTransfer: expire_transfer,
 }
-
-
-def handle(command: Command, uow: UnitOfWork) -> Result:
-    return HANDLERS[type(command)](command, uow)

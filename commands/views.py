@@ -50,3 +50,88 @@ def transfer_view(transfer: Transfer) -> dict[str, Any]:
         "metadata": transfer.metadata,
         "created_at": transfer.created_on.isoformat(),
     }
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def payment_view(payment: Any) -> dict[str, Any]:
+    """A ``domain.payment.Payment`` as the API shows it."""
+    exp = Currency.of(payment.currency).exponent
+
+    def fmt(minor: int) -> str:
+        return format_minor(minor, exp)
+
+    return {
+        "id": str(payment.id),
+        "merchant_id": payment.merchant_id,
+        "wallet_id": payment.wallet_id,
+        "amount": fmt(payment.amount),
+        "currency": payment.currency,
+        "method": payment.method,
+        "capture_method": payment.capture_method,
+        "status": payment.status,
+        "provider": payment.provider,
+        "outcome_unknown": payment.outcome_unknown,
+        "attempts": [
+            {"number": a.number, "provider": a.provider, "outcome": a.outcome}
+            for a in payment.attempts
+        ],
+        "authorized_amount": fmt(payment.authorized_amount),
+        "authorization_expires_at": _iso(payment.authorization_expires_at),
+        "captured_amount": fmt(payment.captured_amount),
+        "released_amount": fmt(payment.released_amount),
+        "refunded_amount": fmt(payment.refunded_amount),
+        "fees": fmt(payment.fees),
+        "refunds": [{"id": rid, "amount": fmt(minor)} for rid, minor in payment.refunds.items()],
+        "pending_operations": [
+            {"id": op.operation_id, "kind": op.kind, "amount": fmt(op.amount)}
+            for op in payment.operations.values()
+        ],
+        "dispute": (
+            {
+                "id": str(payment.id),
+                "provider_dispute_id": payment.dispute_id,
+                "amount": fmt(payment.disputed_amount),
+                "status": {"disputed": "open", "won": "won", "lost": "lost"}.get(
+                    payment.status, "closed"
+                ),
+            }
+            if payment.dispute_id
+            else None
+        ),
+        "failure_reason": payment.failure_reason,
+        "cancel_reason": payment.cancel_reason,
+        "metadata": payment.metadata,
+        "created_at": payment.created_on.isoformat(),
+        "updated_at": payment.modified_on.isoformat(),
+        "version": payment.version,
+    }
+
+
+def payout_view(payout: Any) -> dict[str, Any]:
+    """A ``domain.payout.Payout`` as the API shows it (the account number masked)."""
+    exp = Currency.of(payout.currency).exponent
+    account = payout.destination.get("account_number", "")
+    return {
+        "id": str(payout.id),
+        "merchant_id": payout.merchant_id,
+        "wallet_id": payout.wallet_id,
+        "amount": format_minor(payout.amount, exp),
+        "currency": payout.currency,
+        "provider": payout.provider,
+        "status": payout.status,
+        "fee": format_minor(payout.fee, exp),
+        "destination": {
+            "account_number_last4": account[-4:],
+            "bank_code": payout.destination.get("bank_code"),
+            "account_name": payout.destination.get("account_name"),
+        },
+        "failure_reason": payout.failure_reason,
+        "transfer_id": payout.transfer_id,
+        "metadata": payout.metadata,
+        "created_at": payout.created_on.isoformat(),
+        "updated_at": payout.modified_on.isoformat(),
+        "version": payout.version,
+    }

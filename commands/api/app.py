@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from commands.api import deposits, errors, health, problems_doc, transfers, wallets
-from commands.api.deps import ApiContext
+from commands.api import deposits, errors, health, payments, problems_doc, transfers, wallets
+from commands.api import scheduled_payments as schedules
+from commands.api.deps import ApiContext, reject_card_numbers
 from commands.api.health import HealthProbe
 from commands.api.schemas import MAX_BATCH
 
@@ -17,8 +18,9 @@ def install_command_api(
 ) -> None:
     app.state.ledger = context
     app.state.health_probe = health_probe
-    for module in (wallets, deposits, transfers, health, problems_doc):
-        app.include_router(module.router)
+    for module in (wallets, deposits, transfers, payments, schedules, health, problems_doc):
+        app.include_router(module.router, dependencies=[Depends(reject_card_numbers)])
+    app.include_router(payments.webhooks)
     errors.install(app)
     # A full batch (8,190 transfers, ~150 bytes each without metadata) exceeds 1 MiB.
     batch_limit = max(max_body_bytes, MAX_BATCH * BATCH_ITEM_BYTES)

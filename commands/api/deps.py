@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
+import threading
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 import orjson
@@ -13,8 +17,12 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 
 from commands.engine import LedgerEngine, Outcome
-from commands.model import Command, CommandRequest, Principal
-from commands.problems import RequestProblem
+from commands.model import Command, CommandRequest, Principal, RecordAnswer
+from commands.payments.service import PaymentServices
+from commands.problems import RequestProblem, key_in_use
+from domain.pan import find_pan
+
+log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -23,12 +31,34 @@ class Authenticator(Protocol):
     def authenticate(self, raw: str) -> Principal | None: ...
 
 
+class InFlight:
+    """Idempotency keys whose multi-step request (a payment) is running in this process."""
+
+    def __init__(self) -> None:
+        self._keys: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def reserve(self, scope: tuple[str, str]) -> Iterator[None]:
+        with self._lock:
+            if scope in self._keys:
+                raise key_in_use()
+            self._keys.add(scope)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._keys.discard(scope)
+
+
 @dataclass
 class ApiContext:
     """Set on ``app.state.ledger`` by the composition root."""
 
     engine: LedgerEngine
     authenticator: Authenticator
+    payments: PaymentServices | None = None
+    flows: InFlight = field(default_factory=InFlight)
 
 
 def _context(request: Request) -> ApiContext:
@@ -92,6 +122,43 @@ class Writer:
         outcome = await asyncio.wrap_future(future)
         return json_response(outcome)
 
+    async def flow(
+        self,
+        first: Command,
+        drive: Callable[[str], object] | None,
+        answer: Callable[[Outcome], Command],
+    ) -> Response:
+        """A request that takes several steps (a payment: create, call the provider,
+        record): ``first`` runs, then ``drive`` (in a worker thread), then ``answer`` is
+        run with the request's idempotency key and stored as the answer that retries
+        replay. A crash in between leaves no answer stored, so a retry runs the steps
+        again: ``first`` finds what it made (derived ids) and ``drive`` resumes it."""
+        context = _context(self.request)
+        raw = await self.request.body()
+        corr = self.request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        digest = request_hash(self.request.method, self.request.url.path, raw)
+        keyed = CommandRequest(first, self.principal, corr, self.key, digest)
+        with context.flows.reserve((self.principal.merchant_id, self.key)):
+            stored = await asyncio.to_thread(context.engine.stored_answer, keyed)
+            if stored is not None:
+                return json_response(stored)
+            out = await asyncio.wrap_future(
+                context.engine.submit(CommandRequest(first, self.principal, corr))
+            )
+            if out.status >= 400:
+                final: Command = RecordAnswer(out.status, out.body)
+            else:
+                if drive is not None:
+                    try:
+                        await asyncio.to_thread(drive, corr)
+                    except Exception:  # the payment says what is in flight: resumed later
+                        log.exception("payment step failed; the recovery loop resumes it")
+                final = answer(out)
+            done = await asyncio.wrap_future(
+                context.engine.submit(CommandRequest(final, self.principal, corr, self.key, digest))
+            )
+        return json_response(done)
+
 
 async def writer(
     request: Request,
@@ -119,3 +186,25 @@ CommandWriter = Annotated[Writer, Depends(writer)]
 
 def problem_response(status: int, body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON)
+
+
+async def reject_card_numbers(request: Request) -> None:
+    """A card number anywhere in a request body is refused (422) before anything reads the
+    body: it is never stored, logged or echoed (the answer names only where it was)."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    raw = await request.body()
+    if not raw:
+        return
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return  # not JSON: the body's validation answers
+    where = find_pan(body, root="body")
+    if where is not None:
+        raise RequestProblem(
+            "card-number-rejected",
+            "Card number rejected",
+            422,
+            f"{where} holds a card number; send the provider's payment method token instead",
+        )

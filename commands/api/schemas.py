@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -83,3 +83,59 @@ class TransferPost(Body):
 class TransferBatchCreate(Body):
     atomic: StrictBool = False
     transfers: list[TransferCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+PaymentMethod = Literal["card", "upi", "bank_transfer", "digital_wallet"]
+Evidence = Annotated[
+    dict[Annotated[str, Field(max_length=40)], Annotated[StrictStr, Field(max_length=5000)]],
+    Field(min_length=1, max_length=20),
+]
+
+
+class PaymentCreate(Body):
+    wallet_id: UUID = Field(description="The merchant's wallet the payment is credited to.")
+    amount: Amount
+    currency: CurrencyCode
+    method: PaymentMethod
+    payment_method_token: StrictStr = Field(
+        min_length=1, max_length=255, description="The provider's token; never a card number."
+    )
+    payment_method_tokens: dict[
+        Annotated[str, Field(max_length=40)],
+        Annotated[StrictStr, Field(min_length=1, max_length=255)],
+    ] = Field(
+        default_factory=dict,
+        max_length=10,
+        description="The customer's token at each provider, so the payment can fail over.",
+    )
+    capture_method: Literal["automatic", "manual"] = "automatic"
+    metadata: Metadata
+
+
+class PaymentCapture(Body):
+    amount: Amount | None = Field(default=None, description="Omit to capture everything.")
+    currency: CurrencyCode | None = None
+
+
+class RefundCreate(Body):
+    amount: Amount | None = Field(default=None, description="Omit to refund all that is left.")
+    currency: CurrencyCode | None = None
+
+
+class PayoutDestination(Body):
+    account_number: StrictStr = Field(min_length=1, max_length=64)
+    bank_code: StrictStr = Field(min_length=1, max_length=64)
+    account_name: StrictStr | None = Field(default=None, max_length=200)
+
+
+class PayoutCreate(Body):
+    wallet_id: UUID
+    amount: Amount
+    currency: CurrencyCode
+    destination: PayoutDestination
+    provider: StrictStr | None = Field(default=None, max_length=40)
+    metadata: Metadata
+
+
+class DisputeEvidence(Body):
+    evidence: Evidence

@@ -1,0 +1,1 @@
+"""Payment processing: the provider port, routing, resilience and the process manager."""
