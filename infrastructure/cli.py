@@ -14,6 +14,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import SecretStr
+
 from infrastructure.settings import Settings
 
 
@@ -33,8 +35,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from infrastructure.web import create_app
 
     settings = _settings(args)
-    container = build(settings)
+    sandbox = None
+    if (args.psp_sandbox or settings.psp_sandbox_autostart) and not settings.psp_sandbox_url:
+        from infrastructure.payments import start_sandbox
+
+        sandbox = start_sandbox(settings)
+        settings = settings.model_copy(
+            update={"psp_sandbox_url": sandbox.url, "psp_sandbox_secret": SecretStr(sandbox.secret)}
+        )
+        print(f"PSP sandbox: {sandbox.url} (zenith, ramp, monnify)", flush=True)
+    try:
+        container = build(settings)
+    except BaseException:
+        if sandbox is not None:
+            sandbox.stop()
+        raise
     base = f"http://{settings.host}:{settings.port}"
+    if sandbox is not None:
+        sandbox.register_webhooks(f"{base}/v1/webhooks/psp")
     print(f"REST docs:  {base}/docs", flush=True)
     print(f"OpenAPI:    {base}/openapi.json", flush=True)
     print(f"GraphQL:    {base}/graphql", flush=True)
@@ -52,6 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=False,
     )
+    if sandbox is not None:
+        sandbox.stop()
     return 0
 
 
@@ -178,6 +198,11 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API (REST + GraphQL)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--psp-sandbox",
+        action="store_true",
+        help="start the sandbox PSP (zenith, ramp, monnify) beside the service",
+    )
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)

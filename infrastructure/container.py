@@ -116,7 +116,10 @@ class Container:
     runner: ProjectionRunner
     background: BackgroundProjections | None = None
     sweeper: Sweeper | None = None
+    payments: Any = None  # commands.payments.service.PaymentServices, when configured
+    payment_worker: Any = None
     _closed: bool = field(default=False, repr=False)
+    _worker_started: bool = field(default=False, repr=False)
 
     def start_background(self) -> None:
         """Projections catch-up and the sweeper, inside this process."""
@@ -127,6 +130,9 @@ class Container:
         if self.sweeper is None:
             self.sweeper = Sweeper(self, self.settings.sweeper_interval_s)
             self.sweeper.start()
+        if self.payment_worker is not None and not self._worker_started:
+            self._worker_started = True
+            self.payment_worker.start()
 
     def health(self) -> dict[str, Any]:
         tracked, head = positions(self.pool)
@@ -141,6 +147,8 @@ class Container:
         if self._closed:
             return
         self._closed = True
+        if self.payment_worker is not None and self._worker_started:
+            self.payment_worker.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self.background is not None:
@@ -172,6 +180,9 @@ def build(settings: Settings, *, db: ConnectionParams | None = None) -> Containe
         max_batch=settings.max_batch_commands,
     )
     runner = ProjectionRunner(pool, app.mapper, live_targets(), settings.projection_batch_size)
+    from infrastructure.payments import build_payment_services
+
+    payments = build_payment_services(settings, pool, engine, app.repository.get)
     return Container(
         settings=settings,
         db=db,
@@ -181,4 +192,6 @@ def build(settings: Settings, *, db: ConnectionParams | None = None) -> Containe
         idempotency=idempotency,
         api_keys=PgApiKeyStore(pool),
         runner=runner,
+        payments=payments[0] if payments else None,
+        payment_worker=payments[1] if payments else None,
     )

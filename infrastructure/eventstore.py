@@ -14,11 +14,12 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from commands.idempotency import IdempotencyKeyTaken, IdempotencyRecord
+from domain.schedule import DATETIME_FIELDS as SCHEDULE_DATETIME_FIELDS
 from infrastructure.database import ConnectionParams
 from infrastructure.settings import Settings
 
 # Event attributes holding datetimes; everything else in our events is a JSON primitive.
-_DATETIME_KEYS = frozenset({"timestamp", "expires_at"})
+_DATETIME_KEYS = frozenset({"timestamp", "expires_at"}) | SCHEDULE_DATETIME_FIELDS
 
 
 class OrjsonTranscoder(Transcoder):

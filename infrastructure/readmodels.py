@@ -13,6 +13,7 @@ from typing import Any
 from psycopg import Connection, sql
 from psycopg.types.json import Jsonb
 
+from infrastructure import payment_readmodels, schedule_readmodels
 from projections.ports import StatementEntry, TransferChange, TransferRow, WalletChange, WalletRow
 
 # ---- DDL: every table is created under a given name so a rebuild can use a new one ------
@@ -81,6 +82,8 @@ TABLES: dict[str, tuple[str, str]] = {
     "balances": ("rm_balances", BALANCES_DDL),
     "statements": ("rm_statement_entries", STATEMENTS_DDL),
     "transfers": ("rm_transfers", TRANSFERS_DDL),
+    **payment_readmodels.TABLES,
+    **schedule_readmodels.TABLES,
 }
 
 
@@ -288,4 +291,6 @@ BUFFERS: dict[str, Callable[[str], Any]] = {
     "balances": BalancesBuffer,
     "statements": StatementsBuffer,
     "transfers": TransfersBuffer,
+    **payment_readmodels.BUFFERS,
+    **schedule_readmodels.BUFFERS,
 }

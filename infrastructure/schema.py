@@ -31,6 +31,17 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     CONSTRAINT idempotency_keys_pkey PRIMARY KEY (merchant_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx ON idempotency_keys (created_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id bigserial PRIMARY KEY,
+    kind text NOT NULL,
+    subject_id uuid NOT NULL,
+    reason text NOT NULL,
+    detail text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    replayed_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS dead_letters_open_idx ON dead_letters (created_at)
+    WHERE replayed_at IS NULL;
 CREATE TABLE IF NOT EXISTS projection_tracking (
     name text PRIMARY KEY,
     position bigint NOT NULL DEFAULT 0,

@@ -43,7 +43,46 @@ class Settings(BaseSettings):
 
     graphql_max_depth: int = Field(default=8, ge=6, le=50)
 
-    @field_validator("database_url", mode="before")
+    # ---- payments ----
+    psp_sandbox_url: str | None = Field(
+        default=None, description="The sandbox PSP's address (zenith, ramp, monnify)."
+    )
+    psp_sandbox_secret: SecretStr | None = Field(
+        default=None, description="The sandbox's webhook secret (whsec_...); asked of it if unset."
+    )
+    psp_sandbox_autostart: bool = Field(
+        default=False,
+        description="`ledger serve` starts the sandbox PSP itself when no URL is set.",
+    )
+    psp_sandbox_port: int = Field(default=8100, ge=1, le=65535)
+    stripe_api_key: SecretStr | None = Field(default=None, description="Enables Stripe.")
+    stripe_api_base: str | None = Field(default=None, description="e.g. a localstripe URL.")
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_version: str | None = Field(
+        default=None, description="Pin Stripe's API version (localstripe needs 2024-06-20)."
+    )
+    payment_routing: str | None = Field(
+        default=None, description="Routing rules as JSON (docs/payments.md); unset: by cost."
+    )
+    payment_max_attempts: int = Field(default=4, ge=1, le=20)
+    payment_call_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    payment_budget_s: float = Field(default=20.0, gt=0, le=600)
+    payment_worker_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    payment_resume_after_s: float = Field(
+        default=10.0, gt=0, le=86_400, description="Resume payments untouched this long."
+    )
+
+    @field_validator(
+        "database_url",
+        "psp_sandbox_url",
+        "psp_sandbox_secret",
+        "stripe_api_key",
+        "stripe_api_base",
+        "stripe_webhook_secret",
+        "stripe_api_version",
+        "payment_routing",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value

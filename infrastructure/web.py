@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from commands.api.app import install_command_api
 from commands.api.deps import ApiContext
 from infrastructure.container import Container
+from infrastructure.payment_read_queries import PgPaymentReadQueries
 from infrastructure.read_queries import PgReadQueries
 from read_api.router import create_graphql_router
 
@@ -32,7 +33,9 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     )
     install_command_api(
         app,
-        ApiContext(engine=container.engine, authenticator=container.api_keys),
+        ApiContext(
+            engine=container.engine, authenticator=container.api_keys, payments=container.payments
+        ),
         container.health,
         container.settings.max_body_bytes,
     )
@@ -46,5 +49,6 @@ def _mount_graphql(app: FastAPI, container: Container) -> None:
         container.api_keys.authenticate,
         max_depth=container.settings.graphql_max_depth,
         min_position_timeout_s=container.settings.min_position_wait_s,
+        payments=PgPaymentReadQueries(container.pool),
     )
     app.include_router(router, prefix="/graphql")

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from domain.ledger import world_account_id
 from domain.transfer import EXPIRED, POSTED, VOIDED, Transfer
 from domain.wallet import ACTIVE, CLOSED, FROZEN, Wallet
+from projections.payments import payment_projectors
 from projections.ports import (
     BalancesWriter,
     StatementEntry,
@@ -21,6 +22,7 @@ from projections.ports import (
     WalletChange,
     WalletRow,
 )
+from projections.schedules import schedule_projectors
 
 
 class Projector(Protocol):
@@ -161,4 +163,10 @@ class TransfersProjector:
 
 
 def all_projectors() -> list[Any]:
-    return [BalancesProjector(), StatementsProjector(), TransfersProjector()]
+    return [
+        BalancesProjector(),
+        StatementsProjector(),
+        TransfersProjector(),
+        *payment_projectors(),
+        *schedule_projectors(),
+    ]

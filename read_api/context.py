@@ -28,6 +28,7 @@ from strawberry.fastapi import BaseContext
 from domain.errors import LedgerError, ValidationError
 from domain.principal import Principal
 from read_api.errors import PositionNotReached, Unauthorized, problem_extensions
+from read_api.payment_ports import PAYMENT_PROJECTIONS, PaymentReadQueries, ProviderHealthPort
 from read_api.ports import READ_PROJECTIONS, ReadQueries, Scope
 
 MIN_POSITION_HEADER = "Ledger-Min-Position"
@@ -39,7 +40,12 @@ R = TypeVar("R")
 
 
 class ReadContext(BaseContext):
-    """What resolvers need: the port, the caller, and the read-your-writes request."""
+    """What resolvers need: the ports, the caller, and the read-your-writes request.
+
+    ``payments`` and ``providers`` are optional: the payment fields need the first (and
+    then ``Ledger-Min-Position`` waits for the payment projections too); without the
+    second ``providers`` answers an empty list.
+    """
 
     def __init__(
         self,
@@ -49,9 +55,16 @@ class ReadContext(BaseContext):
         min_position: str | None = None,
         min_position_timeout_s: float = DEFAULT_MIN_POSITION_TIMEOUT_S,
         unauthorized_detail: str = "send 'Authorization: Bearer <api key>'",
+        payments: PaymentReadQueries | None = None,
+        providers: ProviderHealthPort | None = None,
     ) -> None:
         super().__init__()
         self.queries = queries
+        self.payments = payments
+        self.providers = providers
+        self.read_projections = READ_PROJECTIONS + (
+            PAYMENT_PROJECTIONS if payments is not None else ()
+        )
         self.principal = principal
         self.min_position = min_position
         self.min_position_timeout_s = min_position_timeout_s
@@ -80,7 +93,7 @@ class ReadContext(BaseContext):
         deadline = time.monotonic() + self.min_position_timeout_s
         while True:
             positions = await self.run(self.queries.positions)
-            lowest = min(positions.get(name, 0) for name in READ_PROJECTIONS)
+            lowest = min(positions.get(name, 0) for name in self.read_projections)
             if lowest >= target:
                 return
             if time.monotonic() >= deadline:

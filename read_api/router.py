@@ -22,6 +22,7 @@ from read_api.context import (
     MIN_POSITION_HEADER,
     ReadContext,
 )
+from read_api.payment_ports import PaymentReadQueries, ProviderHealthPort
 from read_api.ports import ReadQueries
 from read_api.schema import DEFAULT_MAX_DEPTH, build_schema
 
@@ -41,8 +42,11 @@ def create_graphql_router(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     min_position_timeout_s: float = DEFAULT_MIN_POSITION_TIMEOUT_S,
+    payments: PaymentReadQueries | None = None,
+    providers: ProviderHealthPort | None = None,
 ) -> GraphQLRouter[ReadContext, None]:
-    """A GraphQL router (GraphiQL enabled) answering from ``queries``.
+    """A GraphQL router (GraphiQL enabled) answering from ``queries`` (and ``payments``
+    and ``providers`` for the payment fields, see ``ReadContext``).
 
     ``authenticate`` maps an API key to its principal (None if unknown or revoked); it may
     block, so it runs in a worker thread, as do all ``queries`` calls.
@@ -66,6 +70,8 @@ def create_graphql_router(
             min_position=request.headers.get(MIN_POSITION_HEADER),
             min_position_timeout_s=min_position_timeout_s,
             unauthorized_detail=detail,
+            payments=payments,
+            providers=providers,
         )
 
     return GraphQLRouter[ReadContext, None](

@@ -28,6 +28,7 @@ from strawberry.types import ExecutionContext
 from read_api import resolvers
 from read_api.context import MinPositionGate
 from read_api.errors import ProblemErrors, is_expected
+from read_api.payments import PaymentQuery
 from read_api.types import (
     BIGINT_SCALAR,
     BalanceAt,
@@ -43,7 +44,9 @@ MAX_ALIASES = 15
 
 
 @strawberry.type
-class Query:
+class Query(PaymentQuery):
+    """The ledger's fields here; the payment fields come from ``PaymentQuery``."""
+
     wallet: Wallet | None = strawberry.field(
         resolver=resolvers.wallet,
         description="One wallet; null with a not-found error if missing or not visible.",
