@@ -23,8 +23,15 @@ def tour_script() -> str:
 
 
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
-    port = _free_port()
-    env = ledger_env(LEDGER_STATE_DIR=str(tmp_path / "state"), LEDGER=f"http://127.0.0.1:{port}")
+    port, psp_port = _free_port(), _free_port()
+    env = ledger_env(
+        LEDGER_STATE_DIR=str(tmp_path / "state"),
+        LEDGER=f"http://127.0.0.1:{port}",
+        # as `make run` does (`ledger serve --psp-sandbox`), on a free port
+        LEDGER_PSP_SANDBOX_AUTOSTART="true",
+        LEDGER_PSP_SANDBOX_PORT=str(psp_port),
+        PSP=f"http://127.0.0.1:{psp_port}",
+    )
     proc = start_server(env, port)
     try:
         result = subprocess.run(
@@ -48,6 +55,8 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     assert "/problems/insufficient-funds" in stdout
     assert '"posted":{"amount":"75.00","currency":"USD"}' in stdout.replace(" ", "")
     assert '"available":{"amount":"75.00"}' in stdout.replace(" ", "")
+    assert "partially_refunded 20.00 0.88 5.00" in stdout
+    assert "/problems/card-number-rejected" in stdout and "4242 4242" not in stdout
     assert "AUDIT PASSED" in stdout
     # First start printed where to go and a bootstrap admin key.
     assert "/docs" in out and "/graphql" in out and "Bootstrap admin API key" in out

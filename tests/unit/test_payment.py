@@ -803,8 +803,20 @@ def test_every_event_round_trips_through_the_event_stores_encoding() -> None:
     x.start_attempt("zenith", c)
     x.apply_provider_update(update("authorized", "a"), c)
     x.expire_authorization(ctx(now=T0 + DEFAULT_AUTHORIZATION_TTL))
+    o = new_payment(MANUAL)
+    o.start_attempt("zenith", c)
+    o.record_provider_call(
+        operation="authorize", provider="zenith", outcome="ok", latency_ms=12.5, ctx=c
+    )
+    o.apply_provider_update(update("authorized", "a2", provider_ref="pz_1"), c)
+    o.request_capture("cap-1", c, usd(5_000))
+    o.apply_provider_update(update("captured", "c2", amount=5_000, fee=10), c)
+    o.request_refund("rf-1", usd(100), c)
+    o.fail_operation("rf-1", "payment_disputed", "disputed at the provider", c)
+    o.open_dispute("d", c)
+    o.submit_dispute_evidence({"note": "delivered", "tracking": "1Z999"}, c)
     seen: set[type] = set()
-    for payment in (p, q, f, x):
+    for payment in (p, q, f, x, o):
         events = list(payment.collect_events())
         decoded = [mapper.to_domain_event(mapper.to_stored_event(e)) for e in events]
         assert decoded == events
@@ -1119,3 +1131,94 @@ class RandomPayment(RuleBasedStateMachine):
 
 TestRandomPayment = RandomPayment.TestCase
 TestRandomPayment.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# ---- operations the merchant asks for: recorded before the provider is called ----------
+
+
+def test_a_capture_request_waits_for_the_provider_and_blocks_a_second_one() -> None:
+    p = authorized()
+    c = ctx()
+    op = p.request_capture("cap-1", c, usd(4_000))
+    assert (op.kind, op.amount) == ("capture", 4_000)
+    assert p.status == AUTHORIZED  # nothing captured until the provider says so
+    assert_refused(PaymentNotCapturable, p, lambda: p.request_capture("cap-2", c))
+    assert_refused(PaymentNotCancelable, p, lambda: p.request_cancel("void-1", c))
+    assert p.apply_provider_update(update("captured", "c1", amount=4_000, fee=40), c)
+    assert (p.status, p.captured_amount, p.released_amount, p.fees) == (CAPTURED, 4_000, 6_000, 40)
+    assert p.operations == {}
+
+
+def test_a_capture_request_is_refused_after_expiry_but_the_provider_answer_is_recorded() -> None:
+    p = authorized(expires_in=timedelta(minutes=5))
+    assert_refused(
+        AuthorizationExpired, p, lambda: p.request_capture("late", ctx(now=T0 + timedelta(hours=1)))
+    )
+    p.request_capture("cap", ctx(now=T0 + timedelta(minutes=4)))
+    # The provider captured just in time by its clock; the answer arrives after ours expired.
+    assert p.apply_provider_update(update("captured", "c"), ctx(now=T0 + timedelta(minutes=6)))
+    assert p.status == CAPTURED
+
+
+def test_cancel_voids_an_authorization_through_the_provider_or_cancels_at_once() -> None:
+    p = authorized()
+    c = ctx()
+    op = p.request_cancel("void-1", c)
+    assert op is not None and op.kind == "void"
+    assert p.status == AUTHORIZED
+    assert p.apply_provider_update(update("canceled", "v"), c)
+    assert (p.status, p.cancel_reason, p.released_amount) == (CANCELED, "requested", 10_000)
+    fresh = new_payment()
+    assert fresh.request_cancel("void-2", c) is None
+    assert (fresh.status, fresh.cancel_reason) == (CANCELED, "requested")
+    unknown = processing()
+    assert_refused(PaymentOutcomeUnknown, unknown, lambda: unknown.request_cancel("v", c))
+
+
+def test_pending_refunds_count_against_what_can_still_be_refunded() -> None:
+    p = captured(10_000)
+    c = ctx()
+    p.request_refund("r1", usd(6_000), c)
+    assert_refused(RefundExceedsCaptured, p, lambda: p.request_refund("r2", usd(4_001), c))
+    assert_refused(RefundAlreadyRecorded, p, lambda: p.request_refund("r1", usd(1), c))
+    p.request_refund("r2", usd(4_000), c)
+    p.fail_operation("r1", "processing_error", "refused", c)
+    assert p.pending_refunds() == 4_000
+    assert p.apply_provider_update(update("refunded", "e2", refund_id="r2", amount=4_000), c)
+    assert (p.status, p.refunded_amount, p.operations) == (PARTIALLY_REFUNDED, 4_000, {})
+    assert_refused(PaymentStateError, p, lambda: p.fail_operation("r1", "x", "y", c))
+
+
+def test_a_refund_sent_before_a_dispute_opened_is_recorded_when_the_provider_confirms() -> None:
+    p = captured(10_000)
+    c = ctx()
+    p.request_refund("r1", usd(3_000), c)
+    # The provider refunded first, then the customer disputed the rest.
+    assert p.apply_provider_update(update("dispute_opened", "d1", amount=7_000), c)
+    assert (
+        p.classify_provider_update(update("refunded", "e1", refund_id="r1", amount=3_000))
+        is UpdateOutcome.APPLIED
+    )
+    assert p.apply_provider_update(update("refunded", "e1", refund_id="r1", amount=3_000), c)
+    assert (p.status, p.refunded_amount, p.disputed_amount) == (DISPUTED, 3_000, 7_000)
+    # A refund nobody asked for, on a disputed payment, stays a conflict.
+    q = disputed()
+    assert (
+        q.classify_provider_update(update("refunded", "e9", refund_id="zz", amount=1))
+        is UpdateOutcome.CONFLICT
+    )
+
+
+def test_dispute_evidence_needs_an_open_dispute_and_never_a_card_number() -> None:
+    p = disputed()
+    c = ctx()
+    assert_refused(
+        CardNumberRejected,
+        p,
+        lambda: p.submit_dispute_evidence({"receipt": "paid with 4242 4242 4242 4242"}, c),
+    )
+    p.submit_dispute_evidence({"tracking": "1Z999AA10123456784"}, c)
+    assert p.dispute_evidence == [{"tracking": "1Z999AA10123456784"}]
+    assert_refused(
+        PaymentNotDisputed, captured(), lambda: captured().submit_dispute_evidence({"a": 1}, c)
+    )
