@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 ## run: start the service on 127.0.0.1:8000 (embedded PostgreSQL unless LEDGER_DATABASE_URL is set)
 run: $(STAMP)
-	$(BIN)/ledger serve
+	$(BIN)/ledger serve --psp-sandbox
 
 ## test: the whole suite against real PostgreSQL (embedded; also LEDGER_TEST_DATABASE_URL if set)
 test: $(STAMP)
