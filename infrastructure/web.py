@@ -12,6 +12,7 @@ from commands.api.deps import ApiContext
 from infrastructure.container import Container
 from infrastructure.payment_read_queries import PgPaymentReadQueries
 from infrastructure.read_queries import PgReadQueries
+from infrastructure.schedule_read_queries import PgScheduleReadQueries
 from read_api.router import create_graphql_router
 
 
@@ -50,5 +51,6 @@ def _mount_graphql(app: FastAPI, container: Container) -> None:
         max_depth=container.settings.graphql_max_depth,
         min_position_timeout_s=container.settings.min_position_wait_s,
         payments=PgPaymentReadQueries(container.pool),
+        schedules=PgScheduleReadQueries(container.pool),
     )
     app.include_router(router, prefix="/graphql")

@@ -30,6 +30,7 @@ from domain.principal import Principal
 from read_api.errors import PositionNotReached, Unauthorized, problem_extensions
 from read_api.payment_ports import PAYMENT_PROJECTIONS, PaymentReadQueries, ProviderHealthPort
 from read_api.ports import READ_PROJECTIONS, ReadQueries, Scope
+from read_api.schedule_ports import SCHEDULE_PROJECTIONS, ScheduleReadQueries
 
 MIN_POSITION_HEADER = "Ledger-Min-Position"
 POLL_S = 0.01
@@ -42,9 +43,10 @@ R = TypeVar("R")
 class ReadContext(BaseContext):
     """What resolvers need: the ports, the caller, and the read-your-writes request.
 
-    ``payments`` and ``providers`` are optional: the payment fields need the first (and
-    then ``Ledger-Min-Position`` waits for the payment projections too); without the
-    second ``providers`` answers an empty list.
+    ``payments``, ``providers`` and ``schedules`` are optional: the payment fields need
+    the first and the scheduled-payment fields the third (and with either,
+    ``Ledger-Min-Position`` waits for its projections too); without the second
+    ``providers`` answers an empty list.
     """
 
     def __init__(
@@ -57,13 +59,17 @@ class ReadContext(BaseContext):
         unauthorized_detail: str = "send 'Authorization: Bearer <api key>'",
         payments: PaymentReadQueries | None = None,
         providers: ProviderHealthPort | None = None,
+        schedules: ScheduleReadQueries | None = None,
     ) -> None:
         super().__init__()
         self.queries = queries
         self.payments = payments
         self.providers = providers
-        self.read_projections = READ_PROJECTIONS + (
-            PAYMENT_PROJECTIONS if payments is not None else ()
+        self.schedules = schedules
+        self.read_projections = (
+            READ_PROJECTIONS
+            + (PAYMENT_PROJECTIONS if payments is not None else ())
+            + (SCHEDULE_PROJECTIONS if schedules is not None else ())
         )
         self.principal = principal
         self.min_position = min_position

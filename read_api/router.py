@@ -24,6 +24,7 @@ from read_api.context import (
 )
 from read_api.payment_ports import PaymentReadQueries, ProviderHealthPort
 from read_api.ports import ReadQueries
+from read_api.schedule_ports import ScheduleReadQueries
 from read_api.schema import DEFAULT_MAX_DEPTH, build_schema
 
 
@@ -44,9 +45,11 @@ def create_graphql_router(
     min_position_timeout_s: float = DEFAULT_MIN_POSITION_TIMEOUT_S,
     payments: PaymentReadQueries | None = None,
     providers: ProviderHealthPort | None = None,
+    schedules: ScheduleReadQueries | None = None,
 ) -> GraphQLRouter[ReadContext, None]:
     """A GraphQL router (GraphiQL enabled) answering from ``queries`` (and ``payments``
-    and ``providers`` for the payment fields, see ``ReadContext``).
+    and ``providers`` for the payment fields, ``schedules`` for the scheduled-payment
+    fields, see ``ReadContext``).
 
     ``authenticate`` maps an API key to its principal (None if unknown or revoked); it may
     block, so it runs in a worker thread, as do all ``queries`` calls.
@@ -72,6 +75,7 @@ def create_graphql_router(
             unauthorized_detail=detail,
             payments=payments,
             providers=providers,
+            schedules=schedules,
         )
 
     return GraphQLRouter[ReadContext, None](

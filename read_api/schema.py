@@ -29,6 +29,7 @@ from read_api import resolvers
 from read_api.context import MinPositionGate
 from read_api.errors import ProblemErrors, is_expected
 from read_api.payments import PaymentQuery
+from read_api.schedules import ScheduleQuery
 from read_api.types import (
     BIGINT_SCALAR,
     BalanceAt,
@@ -44,8 +45,9 @@ MAX_ALIASES = 15
 
 
 @strawberry.type
-class Query(PaymentQuery):
-    """The ledger's fields here; the payment fields come from ``PaymentQuery``."""
+class Query(PaymentQuery, ScheduleQuery):
+    """The ledger's fields here; the payment fields come from ``PaymentQuery``, the
+    scheduled-payment fields from ``ScheduleQuery``."""
 
     wallet: Wallet | None = strawberry.field(
         resolver=resolvers.wallet,
