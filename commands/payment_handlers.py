@@ -32,7 +32,14 @@ from commands.model import (
     SubmitDisputeEvidence,
 )
 from commands.views import payment_view, payout_view
-from domain.errors import CurrencyMismatch, LedgerError, ValidationError
+from domain.errors import (
+    CurrencyMismatch,
+    LedgerError,
+    PaymentNotCancelable,
+    PaymentNotCapturable,
+    PaymentStateError,
+    ValidationError,
+)
 from domain.money import Money
 from domain.payment import CANCEL_REQUESTED, CANCELED, OP_CAPTURE, Payment, UpdateOutcome
 from domain.payment_ledger import (
@@ -178,6 +185,12 @@ def fail_payment(cmd: FailPayment, uow: UnitOfWork) -> Result:
     return _view(payment)
 
 
+SUPERSEDED: dict[str, type[PaymentStateError]] = {
+    PaymentNotCancelable.code: PaymentNotCancelable,
+    PaymentNotCapturable.code: PaymentNotCapturable,
+}
+
+
 def _finished(payment: Payment, operation_id: str) -> Result | None:
     """What a retried operation request answers when the operation is already done."""
     state = payment.finished_operations.get(operation_id)
@@ -186,6 +199,10 @@ def _finished(payment: Payment, operation_id: str) -> Result | None:
             return _view(payment, 202, operation_id=operation_id, resumed=True)
         return None
     status, code = state
+    if status == "superseded":  # the capture or void lost to the other one
+        raise SUPERSEDED[code](
+            f"operation {operation_id} was overtaken: the payment is {payment.status}"
+        )
     if status == "failed":
         raise OperationFailed(f"the provider refused operation {operation_id} ({code})")
     return _view(payment, 200, operation_id=operation_id)

@@ -243,10 +243,19 @@ def _seen(payment: Payment, key: str | None) -> None:
         payment.provider_event_ids.add(key)
 
 
-def _drop_operations(payment: Payment, *kinds: str) -> None:
-    for key in [k for k, op in payment.operations.items() if op.kind in kinds]:
+def _drop_operations(payment: Payment, done: str, superseded: str, code: str) -> None:
+    """Settle the in-flight capture and void operations once one of them has happened:
+    those of kind ``done`` succeeded; those of kind ``superseded`` lost the race and are
+    finished with the error ``code`` (a void retried after a capture won is refused, not
+    answered as if it had voided)."""
+    for key, op in list(payment.operations.items()):
+        if op.kind == done:
+            payment.finished_operations[key] = ("succeeded", "")
+        elif op.kind == superseded:
+            payment.finished_operations[key] = ("superseded", code)
+        else:
+            continue
         del payment.operations[key]
-        payment.finished_operations[key] = ("succeeded", "")
 
 
 def _settle_attempt(payment: Payment, outcome: str, only_if: tuple[str, ...]) -> None:
@@ -333,7 +342,7 @@ class Payment(Aggregate):
             _seen(aggregate, self.provider_event_id)
             if self.provider_ref is not None:
                 aggregate.provider_ref = self.provider_ref
-            _drop_operations(aggregate, OP_CAPTURE, OP_VOID)
+            _drop_operations(aggregate, OP_CAPTURE, OP_VOID, "payment-not-cancelable")
             aggregate.status = CAPTURED
             aggregate.authorized_amount = self.amount + self.released
             aggregate.captured_amount = self.amount
@@ -364,7 +373,7 @@ class Payment(Aggregate):
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Payment)
             _seen(aggregate, self.provider_event_id)
-            _drop_operations(aggregate, OP_CAPTURE, OP_VOID)
+            _drop_operations(aggregate, OP_VOID, OP_CAPTURE, "payment-not-capturable")
             aggregate.status = CANCELED
             aggregate.cancel_reason = self.reason
             aggregate.released_amount = self.released
@@ -900,6 +909,10 @@ class Payment(Aggregate):
             raise PaymentStateError(f"payment {self.id} is {self.status}, not authorized")
         if not self.is_authorization_expired(ctx.now):
             raise PaymentStateError(f"the authorization of payment {self.id} has not expired")
+        if any(op.kind == OP_CAPTURE for op in self.operations.values()):
+            # The capture was asked for in time and its outcome at the provider decides:
+            # canceling here could leave money captured there that the ledger never saw.
+            raise PaymentStateError(f"a capture of payment {self.id} is in flight")
         self.cancel(ctx, reason=CANCEL_AUTHORIZATION_EXPIRED)
 
     def refund(self, refund_id: str, amount: Money, ctx: CommandContext) -> None:

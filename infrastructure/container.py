@@ -118,11 +118,13 @@ class Container:
     sweeper: Sweeper | None = None
     payments: Any = None  # commands.payments.service.PaymentServices, when configured
     payment_worker: Any = None
+    scheduler: Any = None  # infrastructure.scheduler.Scheduler, once started
     _closed: bool = field(default=False, repr=False)
     _worker_started: bool = field(default=False, repr=False)
 
     def start_background(self) -> None:
-        """Projections catch-up and the sweeper, inside this process."""
+        """Projections catch-up, the sweeper, the scheduler of recurring payments and the
+        payment worker, inside this process."""
         if self.settings.run_projections_in_service and self.background is None:
             self.background = BackgroundProjections(self.runner, self.settings.projection_poll_s)
             self.engine.on_written = self.background.wake
@@ -130,6 +132,16 @@ class Container:
         if self.sweeper is None:
             self.sweeper = Sweeper(self, self.settings.sweeper_interval_s)
             self.sweeper.start()
+        if self.scheduler is None:
+            from infrastructure.scheduler import Scheduler
+
+            self.scheduler = Scheduler(
+                self.pool,
+                self.engine,
+                interval_s=self.settings.sweeper_interval_s,
+                drive=self.payments.processor.authorize if self.payments else None,
+            )
+            self.scheduler.start()
         if self.payment_worker is not None and not self._worker_started:
             self._worker_started = True
             self.payment_worker.start()
@@ -149,6 +161,8 @@ class Container:
         self._closed = True
         if self.payment_worker is not None and self._worker_started:
             self.payment_worker.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self.background is not None:

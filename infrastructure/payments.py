@@ -301,7 +301,7 @@ def build_payment_services(
         max_attempts=settings.payment_max_attempts,
         budget_s=settings.payment_budget_s,
     )
-    services = PaymentServices(processor, providers, DeadLetterDesk(letters, processor))
+    services = PaymentServices(processor, providers, DeadLetterDesk(letters, processor), board)
     worker = PaymentWorker(
         pool,
         engine,
@@ -310,3 +310,33 @@ def build_payment_services(
         resume_after=timedelta(seconds=settings.payment_resume_after_s),
     )
     return services, worker
+
+
+HEALTH_BY_STATE = {"closed": "healthy", "half_open": "degraded", "open": "down"}
+
+
+class BreakerHealth:
+    """The read API's ``ProviderHealthPort`` over the circuit breakers: every configured
+    provider (one with no call yet is healthy with no statistics), in configuration order."""
+
+    def __init__(self, board: Any, names: Any) -> None:
+        self.board = board
+        self.names = list(names)
+
+    def providers(self) -> list[Any]:
+        from read_api.payment_ports import ProviderHealthRow
+
+        rows = []
+        for name in self.names:
+            snap = self.board.breaker(name).snapshot()
+            rows.append(
+                ProviderHealthRow(
+                    name=name,
+                    health=HEALTH_BY_STATE.get(snap.state, snap.state),
+                    breaker_state=snap.state,
+                    success_rate=snap.success_rate,
+                    p99_latency_ms=snap.p99_latency_ms,
+                    calls_in_window=snap.calls,
+                )
+            )
+        return rows

@@ -11,7 +11,9 @@ from commands.api.app import install_command_api
 from commands.api.deps import ApiContext
 from infrastructure.container import Container
 from infrastructure.payment_read_queries import PgPaymentReadQueries
+from infrastructure.payments import BreakerHealth
 from infrastructure.read_queries import PgReadQueries
+from infrastructure.schedule_queries import PgScheduleListing
 from infrastructure.schedule_read_queries import PgScheduleReadQueries
 from read_api.router import create_graphql_router
 
@@ -40,8 +42,16 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         container.health,
         container.settings.max_body_bytes,
     )
+    app.state.scheduled_payments = PgScheduleListing(container.pool)
     _mount_graphql(app, container)
     return app
+
+
+def _provider_health(container: Container) -> BreakerHealth | None:
+    services = container.payments
+    if services is None or services.board is None:
+        return None
+    return BreakerHealth(services.board, services.providers)
 
 
 def _mount_graphql(app: FastAPI, container: Container) -> None:
@@ -51,6 +61,7 @@ def _mount_graphql(app: FastAPI, container: Container) -> None:
         max_depth=container.settings.graphql_max_depth,
         min_position_timeout_s=container.settings.min_position_wait_s,
         payments=PgPaymentReadQueries(container.pool),
+        providers=_provider_health(container),
         schedules=PgScheduleReadQueries(container.pool),
     )
     app.include_router(router, prefix="/graphql")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from commands.payments.breaker import BreakerBoard
 from commands.payments.ports import PaymentProvider
 from commands.payments.processor import PaymentProcessor
 from domain.errors import ValidationError
@@ -25,6 +26,7 @@ class PaymentServices:
     processor: PaymentProcessor
     providers: Mapping[str, PaymentProvider]
     dead_letters: DeadLetterAdmin | None = None
+    board: BreakerBoard | None = None  # the providers' circuit breakers, for health
 
     def payout_provider(self, currency: str, requested: str | None) -> str:
         """The provider a pay-out goes through: the one asked for, else the first

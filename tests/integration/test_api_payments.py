@@ -358,6 +358,19 @@ def test_a_failing_provider_fails_over_and_its_breaker_opens(svc: Service) -> No
     assert tried[-1] == [tried[-1][0]] and tried[-1][0] != "zenith", tried
     body = svc.container.payments.processor.health.snapshots()["zenith"]
     assert body.state == "open"
+    # The read API shows the same breakers.
+    q = "{ providers { name health breakerState successRate callsInWindow } }"
+    r = svc.http.post(
+        "/graphql", json={"query": q}, headers={"Authorization": f"Bearer {svc.admin}"}
+    )
+    assert r.status_code == 200, r.text
+    rows = {row["name"]: row for row in r.json()["data"]["providers"]}
+    assert set(rows) == set(PROVIDERS)
+    assert (rows["zenith"]["health"], rows["zenith"]["breakerState"]) == ("down", "open")
+    assert rows["zenith"]["successRate"] < 0.5
+    served = [rows[n] for n in ("ramp", "monnify") if rows[n]["callsInWindow"]]
+    assert served and all(row["health"] == "healthy" for row in served)
+    assert all(row["successRate"] == 1.0 for row in served)
     svc.audit()
 
 
@@ -439,7 +452,7 @@ def test_a_ledger_write_fails_and_is_retried_with_no_half_state(svc: Service) ->
 
 def test_webhooks_twice_and_out_of_order_settle_an_async_payment_once(svc: Service) -> None:
     wallet = svc.wallet()
-    svc.psp.put("/_config/zenith", json={"mode": "async", "async_delay_ms": 100})
+    svc.psp.put("/_config/zenith", json={"mode": "async", "async_delay_ms": 500})
     set_faults(
         svc.psp,
         "zenith",
@@ -450,7 +463,9 @@ def test_webhooks_twice_and_out_of_order_settle_an_async_payment_once(svc: Servi
     r = svc.pay(wallet, "15.00")
     assert r.status_code == 201, r.text
     p = r.json()["payment"]
-    assert p["status"] == "processing"
+    # The provider answers by webhook only: "processing", unless a slow machine let the
+    # webhook in before the answer was written.
+    assert p["status"] in ("processing", "captured"), p
     p = svc.wait_payment(p["id"], lambda p: p["status"] == "captured")
     time.sleep(0.5)  # the duplicates arrive too
     assert svc.balance(wallet)[0] == minor("15.00") - minor(p["fees"])

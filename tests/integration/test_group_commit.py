@@ -258,16 +258,16 @@ def test_two_engines_on_the_same_wallets_never_lose_or_double_apply(container):
 def test_an_unexpected_error_fails_only_its_own_command(container, monkeypatch):
     """A bug in one command (an exception that is not a business rule) fails that command
     alone; the rest of its batch commits, and nothing of the failed one is written."""
-    import commands.handlers as handlers
+    import commands.dispatch as dispatch
 
     a, b = open_wallets(container, 2, funds="10.00")
-    original = handlers.HANDLERS[Withdraw]
+    original = dispatch.HANDLERS[Withdraw]
 
     def broken(cmd, uow):
         uow.wallet(cmd.wallet_id).debit("x", cmd.amount, "y", "withdrawal", uow.ctx)
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(handlers.HANDLERS, Withdraw, broken)
+    monkeypatch.setitem(dispatch.HANDLERS, Withdraw, broken)
     reqs = [
         request(CreateTransfer(a, b, Money.parse("1.00", USD))),
         request(Withdraw(a, Money.parse("2.00", USD))),
@@ -278,7 +278,7 @@ def test_an_unexpected_error_fails_only_its_own_command(container, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         futures[1].result(timeout=30)
     assert futures[2].result(timeout=30).status == 201
-    monkeypatch.setitem(handlers.HANDLERS, Withdraw, original)
+    monkeypatch.setitem(dispatch.HANDLERS, Withdraw, original)
     wallet = container.app.repository.get(a)
     assert wallet.posted == 1000 - 100 - 300  # the broken withdrawal left no trace
     assert container.engine.cache.get(a).posted == wallet.posted

@@ -1175,6 +1175,36 @@ def test_cancel_voids_an_authorization_through_the_provider_or_cancels_at_once()
     assert_refused(PaymentOutcomeUnknown, unknown, lambda: unknown.request_cancel("v", c))
 
 
+def test_a_void_overtaken_by_a_capture_is_finished_as_refused_not_as_done() -> None:
+    p = authorized()
+    c = ctx()
+    p.request_cancel("void-1", c)
+    # The provider captured (its own auto-capture, or a capture sent earlier) first.
+    assert p.apply_provider_update(update("captured", "c1", amount=10_000), c)
+    assert p.status == CAPTURED and p.operations == {}
+    assert p.finished_operations["void-1"] == ("superseded", "payment-not-cancelable")
+
+
+def test_a_capture_overtaken_by_a_cancel_is_finished_as_refused() -> None:
+    p = authorized()
+    c = ctx()
+    p.request_capture("cap-1", c)
+    assert p.apply_provider_update(update("canceled", "v1"), c)
+    assert p.status == CANCELED and p.operations == {}
+    assert p.finished_operations["cap-1"] == ("superseded", "payment-not-capturable")
+
+
+def test_an_authorization_does_not_expire_while_a_capture_is_in_flight() -> None:
+    p = authorized(expires_in=timedelta(minutes=5))
+    p.request_capture("cap", ctx(now=T0 + timedelta(minutes=4)))
+    late = ctx(now=T0 + timedelta(minutes=10))
+    assert_refused(PaymentStateError, p, lambda: p.expire_authorization(late))
+    assert p.status == AUTHORIZED
+    p.fail_operation("cap", "processing_error", "refused", late)  # the capture did not happen
+    p.expire_authorization(late)
+    assert (p.status, p.cancel_reason) == (CANCELED, "authorization_expired")
+
+
 def test_pending_refunds_count_against_what_can_still_be_refunded() -> None:
     p = captured(10_000)
     c = ctx()
