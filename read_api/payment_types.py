@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
+from typing import Protocol, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -55,6 +57,35 @@ def parse_position_cursor(kind: str, cursor: str) -> int:
     if prefix != kind or not sep or not _POSITION.fullmatch(key) or int(key) > _BIGINT_MAX:
         raise ValidationError(f"after: {cursor!r} is not a cursor of this connection")
     return int(key)
+
+
+class _CreatedAt(Protocol):
+    @property
+    def created_position(self) -> int: ...
+
+
+RowT = TypeVar("RowT", bound=_CreatedAt)
+NodeT = TypeVar("NodeT")
+
+
+async def created_order_page(
+    ctx: ReadContext,
+    kind: str,
+    first: int | None,
+    after: str | None,
+    fetch: Callable[[int | None, int], list[RowT]],
+    node: Callable[[RowT], NodeT],
+) -> Connection[NodeT]:
+    """One page of a list in creation order: ``fetch(after_position, limit)`` runs in a
+    worker thread and is asked for one row more than the page, to tell if another follows;
+    each row becomes ``node(row)`` under a cursor of ``kind`` on its creation position."""
+    limit = page_size(first)
+    key = parse_position_cursor(kind, after) if after is not None else None
+    rows = await ctx.run(partial(fetch, key, limit + 1))
+    return Connection.build(
+        [(position_cursor(kind, r.created_position), node(r)) for r in rows[:limit]],
+        has_next_page=len(rows) > limit,
+    )
 
 
 def payment_port(info: ReadInfo) -> PaymentReadQueries:

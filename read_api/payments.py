@@ -23,7 +23,7 @@ from domain import payout as po
 from domain.errors import NotFound, ValidationError
 from domain.money import Currency
 from projections.payments import DISPUTE_STATUSES
-from read_api.pagination import DEFAULT_PAGE, page_size
+from read_api.pagination import DEFAULT_PAGE
 from read_api.payment_ports import PaymentFilter, PayoutFilter
 from read_api.payment_types import (
     DISPUTES_CURSOR,
@@ -33,9 +33,8 @@ from read_api.payment_types import (
     Payout,
     ProviderHealth,
     ReadInfo,
-    parse_position_cursor,
+    created_order_page,
     payment_port,
-    position_cursor,
 )
 from read_api.types import Connection
 
@@ -131,17 +130,15 @@ async def payments(
 ) -> Connection[Payment] | None:
     ctx = info.context
     scope = ctx.scope()
-    limit = page_size(first)
     where = _payment_filter(filter_)
-    key = parse_position_cursor(PAYMENTS_CURSOR, after) if after is not None else None
     port = payment_port(info)
-    rows = await ctx.run(partial(port.payments, scope, where, after=key, limit=limit + 1))
-    return Connection.build(
-        [
-            (position_cursor(PAYMENTS_CURSOR, r.created_position), Payment.from_record(r))
-            for r in rows[:limit]
-        ],
-        has_next_page=len(rows) > limit,
+    return await created_order_page(
+        ctx,
+        PAYMENTS_CURSOR,
+        first,
+        after,
+        lambda key, limit: port.payments(scope, where, after=key, limit=limit),
+        Payment.from_record,
     )
 
 
@@ -153,17 +150,15 @@ async def disputes(
 ) -> Connection[Payment] | None:
     ctx = info.context
     scope = ctx.scope()
-    limit = page_size(first)
     _one_of(status, DISPUTE_STATUSES, "status")
-    key = parse_position_cursor(DISPUTES_CURSOR, after) if after is not None else None
     port = payment_port(info)
-    rows = await ctx.run(partial(port.disputes, scope, status=status, after=key, limit=limit + 1))
-    return Connection.build(
-        [
-            (position_cursor(DISPUTES_CURSOR, r.created_position), Payment.from_record(r))
-            for r in rows[:limit]
-        ],
-        has_next_page=len(rows) > limit,
+    return await created_order_page(
+        ctx,
+        DISPUTES_CURSOR,
+        first,
+        after,
+        lambda key, limit: port.disputes(scope, status=status, after=key, limit=limit),
+        Payment.from_record,
     )
 
 
@@ -185,17 +180,15 @@ async def payouts(
 ) -> Connection[Payout] | None:
     ctx = info.context
     scope = ctx.scope()
-    limit = page_size(first)
     where = _payout_filter(filter_)
-    key = parse_position_cursor(PAYOUTS_CURSOR, after) if after is not None else None
     port = payment_port(info)
-    rows = await ctx.run(partial(port.payouts, scope, where, after=key, limit=limit + 1))
-    return Connection.build(
-        [
-            (position_cursor(PAYOUTS_CURSOR, r.created_position), Payout.from_record(r))
-            for r in rows[:limit]
-        ],
-        has_next_page=len(rows) > limit,
+    return await created_order_page(
+        ctx,
+        PAYOUTS_CURSOR,
+        first,
+        after,
+        lambda key, limit: port.payouts(scope, where, after=key, limit=limit),
+        Payout.from_record,
     )
 
 

@@ -19,8 +19,8 @@ from strawberry.scalars import JSON
 
 from domain import schedule as sched
 from domain.errors import NotFound, ValidationError
-from read_api.pagination import DEFAULT_PAGE, page_size
-from read_api.payment_types import ReadInfo, parse_position_cursor, position_cursor
+from read_api.pagination import DEFAULT_PAGE
+from read_api.payment_types import ReadInfo, created_order_page
 from read_api.schedule_ports import ScheduleReadQueries, ScheduleRecord
 from read_api.types import BigInt, Connection, MoneyAmount
 
@@ -125,18 +125,16 @@ async def scheduled_payments(
 ) -> Connection[ScheduledPayment] | None:
     ctx = info.context
     scope = ctx.scope()
-    limit = page_size(first)
     if status is not None and status not in SCHEDULE_STATUSES:
         raise ValidationError(f"status must be one of {', '.join(SCHEDULE_STATUSES)}")
-    key = parse_position_cursor(SCHEDULES_CURSOR, after) if after is not None else None
     port = schedule_port(info)
-    rows = await ctx.run(partial(port.schedules, scope, status=status, after=key, limit=limit + 1))
-    return Connection.build(
-        [
-            (position_cursor(SCHEDULES_CURSOR, r.created_position), ScheduledPayment.from_record(r))
-            for r in rows[:limit]
-        ],
-        has_next_page=len(rows) > limit,
+    return await created_order_page(
+        ctx,
+        SCHEDULES_CURSOR,
+        first,
+        after,
+        lambda key, limit: port.schedules(scope, status=status, after=key, limit=limit),
+        ScheduledPayment.from_record,
     )
 
 
