@@ -4,19 +4,13 @@ idempotency keys, pay-outs and real signed webhook deliveries."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,63 +32,19 @@ from domain.money import Money
 from domain.payment import MANUAL, Payment, ProviderUpdate
 from infrastructure.providers.sandbox import SandboxProvider
 from infrastructure.psp_sandbox import new_secret, sign_webhook
+from tests.conftest import _free_port
+from tests.integration.test_psp_sandbox import (
+    CURRENCY,
+    DECLINING,
+    SECRET,
+    VISA,
+    running_sandbox,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = new_secret()
-VISA = "4242424242424242"
-DECLINING = "4000000000000002"
 CLOSED_ACCOUNT = "0000000000"
-CURRENCY = {"zenith": "USD", "ramp": "INR", "monnify": "NGN"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
-@contextmanager
-def running_sandbox(log: Path) -> Iterator[str]:
-    """``python -m infrastructure.psp_sandbox`` on a free port (a copy of the launcher in
-    test_psp_sandbox.py); yields its base URL."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PSP_SANDBOX_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infrastructure.psp_sandbox", "--host", "127.0.0.1",
-             "--port", str(port), "--webhook-secret", SECRET],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/_health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the sandbox did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Receiver:

@@ -4,7 +4,6 @@ with signed webhooks, and each injected fault. A webhook receiver runs in this p
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from infrastructure.psp_sandbox import (
     sign_webhook,
     verify_webhook,
 )
+from tests.conftest import _free_port
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +35,6 @@ DECLINING = "4000000000000002"
 CARD_NUMBERS = (VISA, MASTERCARD, DECLINING, "4000000000009995")
 # provider -> a currency it takes
 CURRENCY = {"zenith": "USD", "ramp": "INR", "monnify": "NGN"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
