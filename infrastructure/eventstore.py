@@ -19,7 +19,8 @@ from infrastructure.database import ConnectionParams
 from infrastructure.settings import Settings
 
 # Event attributes holding datetimes; everything else in our events is a JSON primitive.
-_DATETIME_KEYS = frozenset({"timestamp", "expires_at"}) | SCHEDULE_DATETIME_FIELDS
+# Public: the projections' decoder (``event_decoding``) applies the same rule.
+DATETIME_KEYS = frozenset({"timestamp", "expires_at"}) | SCHEDULE_DATETIME_FIELDS
 
 
 class OrjsonTranscoder(Transcoder):
@@ -30,7 +31,7 @@ class OrjsonTranscoder(Transcoder):
 
     def decode(self, data: bytes) -> Any:
         state = orjson.loads(data)
-        for key in _DATETIME_KEYS & state.keys():
+        for key in DATETIME_KEYS & state.keys():
             value = state[key]
             if isinstance(value, str):
                 state[key] = datetime.fromisoformat(value)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper
 from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
+from infrastructure.event_decoding import EventDecoder
 from infrastructure.readmodels import BUFFERS, TABLES, create_table
 from projections.projectors import Projector, all_projectors
 
@@ -67,6 +68,9 @@ class ProjectionRunner:
         self.mapper = mapper
         self.targets = list(targets)
         self.batch_size = batch_size
+        self.decoder = EventDecoder(mapper)
+        # topic -> indexes of the targets whose projector consumes it (filled as seen)
+        self._routes: dict[str, tuple[int, ...]] = {}
 
     def setup(self) -> None:
         with self.pool.connection() as conn, conn.transaction():
@@ -78,6 +82,15 @@ class ProjectionRunner:
             return self._batch(conn)
         with self.pool.connection() as c, c.transaction():
             return self._batch(c)
+
+    def route(self, topic: str) -> tuple[int, ...]:
+        """The indexes of the targets whose projector consumes events of ``topic``."""
+        cls = self.decoder.event_class(topic)
+        route = tuple(
+            i for i, t in enumerate(self.targets) if issubclass(cls, t.projector.consumes)
+        )
+        self._routes[topic] = route
+        return route
 
     def _batch(self, conn: Connection[Any]) -> int:
         names = [t.tracking for t in self.targets]
@@ -99,16 +112,20 @@ class ProjectionRunner:
         if not events:
             return 0
         buffers = [BUFFERS[t.projector.name](t.table) for t in self.targets]
+        process = [t.projector.process for t in self.targets]
         floors = [positions[t.tracking] for t in self.targets]
+        routes = self._routes
+        decode = self.decoder.decode
         for nid, oid, version, topic, state in events:
-            domain_event = self.mapper.to_domain_event(
-                StoredEvent(
-                    originator_id=oid, originator_version=version, topic=topic, state=bytes(state)
-                )
-            )
-            for target, buffer, floor in zip(self.targets, buffers, floors, strict=True):
-                if nid > floor:
-                    target.projector.process(domain_event, nid, buffer)
+            route = routes.get(topic)
+            if route is None:
+                route = self.route(topic)
+            if not route:
+                continue  # no projector here consumes it: not even decoded
+            domain_event = decode(oid, version, topic, state)
+            for i in route:
+                if nid > floors[i]:
+                    process[i](domain_event, nid, buffers[i])
         for buffer in buffers:
             buffer.flush(conn)
         last = int(events[-1][0])

@@ -1,7 +1,7 @@
 """PostgreSQL read-model tables and buffered writers for the projectors' ports.
 
-Writers buffer a batch of events' rows in memory and flush them with COPY and
-``executemany`` inside the runner's transaction, so one batch is one commit.
+Writers buffer a batch of events' rows in memory and flush them with COPY and one
+``UPDATE`` per table inside the runner's transaction, so one batch is one commit.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg import Connection, sql
-from psycopg.types.json import Jsonb
 
 from infrastructure import payment_readmodels, schedule_readmodels
 from projections.ports import StatementEntry, TransferChange, TransferRow, WalletChange, WalletRow
@@ -97,12 +97,41 @@ def create_table(conn: Connection[Any], projection: str, table: str) -> None:
 
 
 # ---- buffered writers ---------------------------------------------------------------------
+#
+# A catch-up writes hundreds of thousands of rows, so rows travel as cheaply as psycopg
+# allows: COPY rows of plain values, datetimes and JSON as text formatted by orjson
+# (psycopg's datetime dumper costs several times a whole row of the other columns), and
+# a batch's updates as one JSON document read with ``json_to_recordset`` (psycopg dumps
+# array parameters element by element in Python).
+
+
+def timestamp_text(value: datetime | None) -> str | None:
+    """``value`` as the RFC 3339 text PostgreSQL reads into a ``timestamptz`` column."""
+    return None if value is None else orjson.dumps(value)[1:-1].decode()
+
+
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, for a ``jsonb`` column in a COPY."""
+    return orjson.dumps(value).decode()
+
+
+def _copy_statement(table: str, columns: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
 
 
 class BalancesBuffer:
+    OPENED_COLS = ("wallet_id", "merchant_id", "currency", "status", "credit_limit", "posted",
+                   "pending", "metadata", "is_system", "version", "opened_at", "updated_at",
+                   "position")  # fmt: skip
+    _CHANGED = ("posted", "pending", "status", "version")
+
     def __init__(self, table: str) -> None:
         self.table = table
         self.opened: dict[str, dict[str, Any]] = {}
+        # wallet id -> the columns to set (and the world delta to add), as json_to_recordset
+        # reads them: absent keys are NULL, and NULL keeps the column.
         self.changes: dict[str, dict[str, Any]] = {}
         self.worlds: dict[str, tuple[str, datetime, int]] = {}
 
@@ -128,22 +157,24 @@ class BalancesBuffer:
 
     def wallet_changed(self, change: WalletChange) -> None:
         target = self.opened.get(change.wallet_id)
-        if target is not None:
-            for key in ("posted", "pending", "status", "version"):
-                value = getattr(change, key)
-                if value is not None:
-                    target[key] = value
-            target["updated_at"] = change.at
-            target["position"] = change.position
-            return
-        merged = self.changes.setdefault(change.wallet_id, {"world_delta": 0})
-        for key in ("posted", "pending", "status", "version"):
-            value = getattr(change, key)
-            if value is not None:
-                merged[key] = value
-        merged["world_delta"] += change.world_delta
-        merged["updated_at"] = change.at
-        merged["position"] = change.position
+        if target is None:
+            target = self.changes.get(change.wallet_id)
+            if target is None:
+                target = self.changes[change.wallet_id] = {
+                    "wallet_id": change.wallet_id,
+                    "world_delta": 0,
+                }
+            target["world_delta"] += change.world_delta
+        if change.posted is not None:
+            target["posted"] = change.posted
+        if change.pending is not None:
+            target["pending"] = change.pending
+        if change.status is not None:
+            target["status"] = change.status
+        if change.version is not None:
+            target["version"] = change.version
+        target["updated_at"] = change.at
+        target["position"] = change.position
 
     def flush(self, conn: Connection[Any]) -> None:
         t = sql.Identifier(self.table)
@@ -158,39 +189,29 @@ class BalancesBuffer:
                     [(w, c, at, at, p) for w, (c, at, p) in self.worlds.items()],
                 )
             if self.opened:
-                cols = list(next(iter(self.opened.values())).keys())
-                with cur.copy(
-                    sql.SQL("COPY {} ({}) FROM STDIN").format(
-                        t, sql.SQL(", ").join(map(sql.Identifier, cols))
-                    )
-                ) as copy:
-                    for row in self.opened.values():
-                        copy.write_row([Jsonb(row[c]) if c == "metadata" else row[c] for c in cols])
+                with cur.copy(_copy_statement(self.table, self.OPENED_COLS)) as copy:
+                    for r in self.opened.values():
+                        copy.write_row(
+                            (r["wallet_id"], r["merchant_id"], r["currency"], r["status"],
+                             r["credit_limit"], r["posted"], r["pending"], json_text(r["metadata"]),
+                             r["is_system"], r["version"], timestamp_text(r["opened_at"]),
+                             timestamp_text(r["updated_at"]), r["position"])
+                        )  # fmt: skip
             if self.changes:
                 # One statement for every changed wallet of the batch.
-                rows = list(self.changes.items())
                 cur.execute(
                     sql.SQL(
-                        "UPDATE {t} AS b SET posted = COALESCE(c.posted, b.posted) + c.delta,"
+                        "UPDATE {t} AS b SET posted = COALESCE(c.posted, b.posted) + c.world_delta,"
                         " pending = COALESCE(c.pending, b.pending),"
                         " status = COALESCE(c.status, b.status),"
                         " version = COALESCE(c.version, b.version),"
                         " updated_at = c.updated_at, position = c.position"
-                        " FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[],"
-                        " %s::text[], %s::int[], %s::timestamptz[], %s::bigint[])"
-                        " AS c(wallet_id, posted, delta, pending, status, version, updated_at,"
-                        " position) WHERE b.wallet_id = c.wallet_id"
+                        " FROM json_to_recordset(%s::json) AS c(wallet_id uuid, posted bigint,"
+                        " world_delta bigint, pending bigint, status text, version int,"
+                        " updated_at timestamptz, position bigint)"
+                        " WHERE b.wallet_id = c.wallet_id"
                     ).format(t=t),
-                    (
-                        [w for w, _ in rows],
-                        [c.get("posted") for _, c in rows],
-                        [c["world_delta"] for _, c in rows],
-                        [c.get("pending") for _, c in rows],
-                        [c.get("status") for _, c in rows],
-                        [c.get("version") for _, c in rows],
-                        [c["updated_at"] for _, c in rows],
-                        [c["position"] for _, c in rows],
-                    ),
+                    (json_text(list(self.changes.values())),),
                 )
 
 
@@ -205,16 +226,13 @@ class StatementsBuffer:
     def add_entry(self, e: StatementEntry) -> None:
         self.rows.append(
             (e.wallet_id, e.position, e.transfer_id, e.kind, e.amount, e.posted_after,
-             e.counterparty_id, e.at)
+             e.counterparty_id, timestamp_text(e.at))
         )  # fmt: skip
 
     def flush(self, conn: Connection[Any]) -> None:
         if not self.rows:
             return
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(self.table), sql.SQL(", ").join(map(sql.Identifier, self.COLS))
-        )
-        with conn.cursor() as cur, cur.copy(stmt) as copy:
+        with conn.cursor() as cur, cur.copy(_copy_statement(self.table, self.COLS)) as copy:
             for row in self.rows:
                 copy.write_row(row)
 
@@ -223,33 +241,37 @@ class TransfersBuffer:
     COLS = ("transfer_id", "merchant_id", "kind", "debit_account_id", "credit_account_id",
             "amount", "currency", "status", "posted_amount", "pending", "expires_at", "metadata",
             "created_at", "updated_at", "position")  # fmt: skip
+    # Where a change lands in a row created in the same batch (a list in COLS order).
+    _STATUS = COLS.index("status")
+    _POSTED_AMOUNT = COLS.index("posted_amount")
+    _UPDATED_AT = COLS.index("updated_at")
+    _POSITION = COLS.index("position")
 
     def __init__(self, table: str) -> None:
         self.table = table
-        self.created: dict[str, dict[str, Any]] = {}
+        self.created: dict[str, list[Any]] = {}
+        # transfer id -> the columns to set, as json_to_recordset reads them
         self.changes: dict[str, dict[str, Any]] = {}
 
     def transfer_created(self, r: TransferRow) -> None:
-        self.created[r.transfer_id] = {
-            "transfer_id": r.transfer_id,
-            "merchant_id": r.merchant_id,
-            "kind": r.kind,
-            "debit_account_id": r.debit_account_id,
-            "credit_account_id": r.credit_account_id,
-            "amount": r.amount,
-            "currency": r.currency,
-            "status": r.status,
-            "posted_amount": r.posted_amount,
-            "pending": r.pending,
-            "expires_at": r.expires_at,
-            "metadata": Jsonb(r.metadata),
-            "created_at": r.created_at,
-            "updated_at": r.created_at,
-            "position": r.position,
-        }
+        created_at = timestamp_text(r.created_at)
+        self.created[r.transfer_id] = [
+            r.transfer_id, r.merchant_id, r.kind, r.debit_account_id, r.credit_account_id,
+            r.amount, r.currency, r.status, r.posted_amount, r.pending,
+            timestamp_text(r.expires_at), json_text(r.metadata), created_at, created_at,
+            r.position,
+        ]  # fmt: skip
 
     def transfer_changed(self, c: TransferChange) -> None:
-        target = self.created.get(c.transfer_id) or self.changes.setdefault(c.transfer_id, {})
+        row = self.created.get(c.transfer_id)
+        if row is not None:
+            row[self._STATUS] = c.status
+            if c.posted_amount is not None:
+                row[self._POSTED_AMOUNT] = c.posted_amount
+            row[self._UPDATED_AT] = timestamp_text(c.at)
+            row[self._POSITION] = c.position
+            return
+        target = self.changes.setdefault(c.transfer_id, {"transfer_id": c.transfer_id})
         target["status"] = c.status
         if c.posted_amount is not None:
             target["posted_amount"] = c.posted_amount
@@ -257,33 +279,22 @@ class TransfersBuffer:
         target["position"] = c.position
 
     def flush(self, conn: Connection[Any]) -> None:
-        t = sql.Identifier(self.table)
         with conn.cursor() as cur:
             if self.created:
-                stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                    t, sql.SQL(", ").join(map(sql.Identifier, self.COLS))
-                )
-                with cur.copy(stmt) as copy:
+                with cur.copy(_copy_statement(self.table, self.COLS)) as copy:
                     for row in self.created.values():
-                        copy.write_row([row[c] for c in self.COLS])
+                        copy.write_row(row)
             if self.changes:
-                rows = list(self.changes.items())
                 cur.execute(
                     sql.SQL(
                         "UPDATE {t} AS x SET status = c.status,"
                         " posted_amount = COALESCE(c.posted_amount, x.posted_amount),"
                         " updated_at = c.updated_at, position = c.position"
-                        " FROM unnest(%s::uuid[], %s::text[], %s::bigint[], %s::timestamptz[],"
-                        " %s::bigint[]) AS c(transfer_id, status, posted_amount, updated_at,"
-                        " position) WHERE x.transfer_id = c.transfer_id"
-                    ).format(t=t),
-                    (
-                        [tid for tid, _ in rows],
-                        [c["status"] for _, c in rows],
-                        [c.get("posted_amount") for _, c in rows],
-                        [c["updated_at"] for _, c in rows],
-                        [c["position"] for _, c in rows],
-                    ),
+                        " FROM json_to_recordset(%s::json) AS c(transfer_id uuid, status text,"
+                        " posted_amount bigint, updated_at timestamptz, position bigint)"
+                        " WHERE x.transfer_id = c.transfer_id"
+                    ).format(t=sql.Identifier(self.table)),
+                    (json_text(list(self.changes.values())),),
                 )
 
 

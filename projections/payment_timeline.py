@@ -241,6 +241,14 @@ class PaymentTimelineProjector:
     updates, operations) and its ledger postings, in position order."""
 
     name = "payment_timeline"
+    consumes: tuple[type, ...] = (
+        Payment.Event,
+        Payout.Event,
+        Transfer.Created,
+        Transfer.Posted,
+        Transfer.Voided,
+        Transfer.Expired,
+    )
 
     def process(self, event: Any, position: int, writer: TimelineWriter) -> None:
         if isinstance(event, Payment.Event):

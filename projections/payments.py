@@ -216,6 +216,7 @@ class PaymentsProjector:
     """Every payment's current state (``rm_payments``)."""
 
     name = "payments"
+    consumes: tuple[type, ...] = (Payment.Event,)
 
     def process(self, event: Any, position: int, writer: RowWriter[PaymentRow]) -> None:
         if isinstance(event, Payment.Event):
@@ -304,6 +305,11 @@ class RefundsProjector:
     """Every refund of every payment (``rm_refunds``), keyed by payment and refund id."""
 
     name = "refunds"
+    consumes: tuple[type, ...] = (
+        Payment.OperationRequested,
+        Payment.OperationFailed,
+        Payment.Refunded,
+    )
 
     def process(self, event: Any, position: int, writer: RowWriter[RefundRow]) -> None:
         if isinstance(event, Payment.OperationRequested | Payment.OperationFailed):

@@ -103,6 +103,7 @@ class PayoutsProjector:
     """Every pay-out's current state (``rm_payouts``)."""
 
     name = "payouts"
+    consumes: tuple[type, ...] = (Payout.Event,)
 
     def process(self, event: Any, position: int, writer: RowWriter[PayoutRow]) -> None:
         if isinstance(event, Payout.Event):

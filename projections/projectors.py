@@ -26,9 +26,14 @@ from projections.schedules import schedule_projectors
 
 
 class Projector(Protocol):
-    """``name`` is public (CLI, tracking); ``process`` writes through ``writer``."""
+    """``name`` is public (CLI, tracking); ``process`` writes through ``writer``.
+
+    ``consumes`` names the event classes (with their subclasses) ``process`` may write
+    for: the runner does not decode, nor hand the projector, any other event.
+    """
 
     name: str
+    consumes: tuple[type, ...]
 
     def process(self, event: Any, position: int, writer: Any) -> None: ...
 
@@ -37,6 +42,7 @@ class BalancesProjector:
     """Wallet balances (posted, pending, available) and status; ``world`` per currency."""
 
     name = "balances"
+    consumes: tuple[type, ...] = (Wallet.Event,)
 
     def process(self, event: Any, position: int, writer: BalancesWriter) -> None:
         wid = str(event.originator_id)
@@ -108,6 +114,7 @@ class StatementsProjector:
     """Every posting of every wallet, with the posted balance after it."""
 
     name = "statements"
+    consumes: tuple[type, ...] = (Wallet.Debited, Wallet.Credited)
 
     def process(self, event: Any, position: int, writer: StatementsWriter) -> None:
         if isinstance(event, Wallet.Debited | Wallet.Credited):
@@ -130,6 +137,12 @@ class TransfersProjector:
     """Transfers with their status (pending, posted, voided, expired)."""
 
     name = "transfers"
+    consumes: tuple[type, ...] = (
+        Transfer.Created,
+        Transfer.Posted,
+        Transfer.Voided,
+        Transfer.Expired,
+    )
 
     def process(self, event: Any, position: int, writer: TransfersWriter) -> None:
         tid = str(event.originator_id)

@@ -83,6 +83,7 @@ class ScheduledPaymentsProjector:
     """``rm_scheduled_payments``: each schedule's terms, status, counts and next due."""
 
     name = "scheduled_payments"
+    consumes: tuple[type, ...] = (ScheduledPayment.Event,)
 
     def process(self, event: Any, position: int, writer: SchedulesWriter) -> None:
         if not isinstance(event, ScheduledPayment.Event):
