@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -27,6 +28,17 @@ log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "ledger_events"
 REBUILD_SUFFIX = "__rebuild"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch ready to write: the rows of ``count`` events up to ``last`` in one buffer
+    per target, projected for targets at ``start``."""
+
+    start: int
+    count: int
+    last: int
+    buffers: list[Any]
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,15 @@ class ProjectionRunner:
         self._routes[topic] = route
         return route
 
-    def _batch(self, conn: Connection[Any]) -> int:
+    def _batch(
+        self,
+        conn: Connection[Any],
+        ahead: Prepared | None = None,
+        read_ahead: Callable[[int], None] | None = None,
+    ) -> int:
+        """One batch in ``conn``'s transaction. ``ahead``: the batch prepared by the read-ahead,
+        used if every target is still where it was prepared from. ``read_ahead``: called
+        with the batch's last position, before its rows are written, when more may follow."""
         names = [t.tracking for t in self.targets]
         rows = conn.execute(
             "SELECT name, position FROM projection_tracking WHERE name = ANY(%s)"
@@ -100,20 +120,39 @@ class ProjectionRunner:
             (names,),
         ).fetchall()
         positions = {name: int(pos) for name, pos in rows}
-        start = min(positions.values())
-        events = conn.execute(
+        if ahead is not None and all(p == ahead.start for p in positions.values()):
+            batch: Prepared | None = ahead
+        else:  # another runner moved on meanwhile, or nothing was read ahead
+            floors = [positions[t.tracking] for t in self.targets]
+            batch = self._prepare(self._read(conn, min(floors)), floors)
+        if batch is None:
+            return 0
+        if read_ahead is not None and batch.count == self.batch_size:
+            read_ahead(batch.last)
+        for buffer in batch.buffers:
+            buffer.flush(conn)
+        conn.execute(
+            "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = ANY(%s)",
+            (batch.last, names),
+        )
+        return batch.count
+
+    def _read(self, conn: Connection[Any], after: int) -> list[tuple[Any, ...]]:
+        return conn.execute(
             sql.SQL(
                 "SELECT notification_id, originator_id, originator_version, topic, state"
                 " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
             ).format(sql.Identifier(EVENTS_TABLE)),
-            (start, self.batch_size),
+            (after, self.batch_size),
             prepare=True,
         ).fetchall()
+
+    def _prepare(self, events: list[tuple[Any, ...]], floors: list[int]) -> Prepared | None:
+        """The rows of ``events`` for each target, skipping events at or below its floor."""
         if not events:
-            return 0
+            return None
         buffers = [BUFFERS[t.projector.name](t.table) for t in self.targets]
         process = [t.projector.process for t in self.targets]
-        floors = [positions[t.tracking] for t in self.targets]
         routes = self._routes
         decode = self.decoder.decode
         for nid, oid, version, topic, state in events:
@@ -126,24 +165,41 @@ class ProjectionRunner:
             for i in route:
                 if nid > floors[i]:
                     process[i](domain_event, nid, buffers[i])
-        for buffer in buffers:
-            buffer.flush(conn)
-        last = int(events[-1][0])
-        conn.execute(
-            "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = ANY(%s)",
-            (last, names),
-        )
-        return len(events)
+        return Prepared(min(floors), len(events), int(events[-1][0]), buffers)
+
+    def _prepare_after(self, start: int) -> Prepared | None:
+        """The read-ahead: the batch after ``start`` for targets all at ``start``, read on a
+        connection of its own (events are immutable; the batch's transaction checks the
+        positions before using it)."""
+        with self.pool.connection() as conn:
+            events = self._read(conn, start)
+        return self._prepare(events, [start] * len(self.targets))
 
     def run_until_caught_up(self, progress: Callable[[int], None] | None = None) -> int:
+        """Batches until caught up; returns how many events were read.
+
+        While one batch's rows are written, a second thread reads and projects the next
+        one, so PostgreSQL's work on a batch overlaps the Python work on the next (the
+        projectors are pure and the buffers touch no connection until flushed).
+        """
         total = 0
-        while True:
-            n = self.run_once()
-            total += n
-            if progress is not None and n:
-                progress(n)
-            if n < self.batch_size:
-                return total
+        with ThreadPoolExecutor(1, thread_name_prefix="projection-read-ahead") as reader:
+            ahead: Future[Prepared | None] | None = None
+
+            def read_ahead(last: int) -> None:
+                nonlocal ahead
+                ahead = reader.submit(self._prepare_after, last)
+
+            while True:
+                prepared = ahead.result() if ahead is not None else None
+                ahead = None
+                with self.pool.connection() as conn, conn.transaction():
+                    n = self._batch(conn, prepared, read_ahead)
+                total += n
+                if progress is not None and n:
+                    progress(n)
+                if n < self.batch_size:
+                    return total
 
 
 class BackgroundProjections:

@@ -6,6 +6,7 @@ Writers buffer a batch of events' rows in memory and flush them with COPY and on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -107,7 +108,14 @@ def create_table(conn: Connection[Any], projection: str, table: str) -> None:
 
 def timestamp_text(value: datetime | None) -> str | None:
     """``value`` as the RFC 3339 text PostgreSQL reads into a ``timestamptz`` column."""
-    return None if value is None else orjson.dumps(value)[1:-1].decode()
+    return None if value is None else _rfc3339(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339(value: datetime) -> str:
+    # Cached: every event of one command carries the command's time, so a batch of
+    # events has a few distinct times.
+    return orjson.dumps(value)[1:-1].decode()
 
 
 def json_text(value: Any) -> str:

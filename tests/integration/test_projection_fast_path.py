@@ -257,3 +257,28 @@ def test_read_models_through_the_decoder_equal_those_through_the_mapper(containe
         rows = table_text(container, live.table)
         assert rows, f"{live.table} is empty: the history misses it"
         assert rows == table_text(container, ref.table), live.table
+
+
+def test_a_read_ahead_batch_is_dropped_when_another_runner_moved_on(container, history):
+    reference = [
+        Target(t.projector, t.table + "__ref", t.tracking + "__ref") for t in live_targets()
+    ]
+    plain = ProjectionRunner(container.pool, container.app.mapper, reference, 1000)
+    plain.setup()
+    plain.run_until_caught_up()
+
+    runner = ProjectionRunner(container.pool, container.app.mapper, live_targets(), 5)
+    other = ProjectionRunner(container.pool, container.app.mapper, live_targets(), 5)
+    runner.setup()
+    moved: list[int] = []
+
+    def progress(n: int) -> None:
+        # Between two batches of ``runner`` (the next one already read ahead from where
+        # this one ended), ``other`` applies that next batch itself.
+        if len(moved) < 3:
+            moved.append(other.run_once())
+
+    assert runner.run_until_caught_up(progress) + sum(moved) == len(history)
+    assert moved == [5, 5, 5]
+    for live, ref in zip(live_targets(), reference, strict=True):
+        assert table_text(container, live.table) == table_text(container, ref.table), live.table
