@@ -20,7 +20,7 @@ from commands.engine import LedgerEngine, Outcome
 from commands.model import Command, CommandRequest, Principal, RecordAnswer
 from commands.payments.service import PaymentServices
 from commands.problems import RequestProblem, key_in_use
-from domain.pan import find_pan
+from domain.pan import find_pan, json_may_hold_pan
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ async def reject_card_numbers(request: Request) -> None:
     if request.method not in ("POST", "PUT", "PATCH"):
         return
     raw = await request.body()
-    if not raw:
+    if not raw or not json_may_hold_pan(raw):
         return
     try:
         body = orjson.loads(raw)

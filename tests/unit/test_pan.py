@@ -11,11 +11,18 @@ import json
 import time
 import uuid
 
+import orjson
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from domain.pan import find_pan, luhn_valid, text_contains_pan
+from domain.pan import (
+    _stretch_contains_pan,
+    find_pan,
+    json_may_hold_pan,
+    luhn_valid,
+    text_contains_pan,
+)
 
 # Test numbers the card schemes publish, by brand and length.
 KNOWN_PANS = {
@@ -268,6 +275,131 @@ def test_the_path_to_a_nested_pan_is_its_keys(keys: list[str], pan: str) -> None
     for key in reversed(keys):
         value = {"decoy": "nothing here", key: value} if key != "decoy" else {key: value}
     assert find_pan(value, root="body") == "body." + ".".join(keys)
+
+
+# ---- the raw-body pre-check: never says "no" to a body that holds a card number ---------
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**21), max_value=10**21),
+    st.floats(allow_nan=False, allow_infinity=False),
+    pans(),
+    grouped_pans(),
+    st.text(alphabet="0123456789 -.e+abc\u00e9\u0663", max_size=40),
+    st.text(max_size=30),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=12), pans()), children, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+def encodings(value: object) -> list[bytes]:
+    """The same JSON value as several clients would send it: ASCII-escaped or not, compact
+    or spaced, floats in Python's repr (exponents such as 1e+16 included)."""
+    out = [json.dumps(value, ensure_ascii=True).encode()]
+    try:
+        out.append(json.dumps(value, ensure_ascii=False, indent=1).encode())
+        out.append(orjson.dumps(value))  # refuses integers beyond 64 bits
+    except (TypeError, UnicodeEncodeError):
+        pass
+    return out
+
+
+@given(json_values)
+def test_a_body_holding_a_pan_always_passes_the_pre_check(value: object) -> None:
+    if find_pan(value) is not None:
+        for raw in encodings(value):
+            assert json_may_hold_pan(raw), raw
+
+
+@st.composite
+def pans_ending_in_zeros(draw: st.DrawFn) -> tuple[str, int]:
+    """A Luhn-valid 13-19 digit number of at most 12 significant digits and trailing zeros:
+    ``(significant digits, zeros)``, so an exponent writes it in few digits."""
+    length = draw(st.integers(min_value=13, max_value=19))
+    k = draw(st.integers(min_value=2, max_value=12))
+    head = draw(st.sampled_from("123456789")) + draw(
+        st.text(alphabet="0123456789", min_size=k - 2, max_size=k - 2)
+    )
+    for last in "0123456789":
+        if luhn_valid(head + last + "0" * (length - k)):
+            return head + last, length - k
+    raise AssertionError("some last digit always completes the Luhn sum")
+
+
+@given(pans_ending_in_zeros(), st.sampled_from(["e", "E", "e+", ".0e", "0e"]))
+def test_a_pan_written_with_an_exponent_passes_the_pre_check(
+    pan: tuple[str, int], style: str
+) -> None:
+    digits, zeros = pan
+    exponent = zeros - 1 if style == "0e" else zeros  # "0e": one zero written out
+    raw = f'{{"amount": {digits}{style}{exponent}}}'.encode()
+    # Above 2**53 the float may not be that integer exactly: the scan decides what it is.
+    assume(find_pan(orjson.loads(raw)) is not None)
+    assert json_may_hold_pan(raw)
+
+
+@given(pans(), st.integers(min_value=0, max_value=19))
+def test_a_pan_spelled_in_escapes_passes_the_pre_check(pan: str, plain: int) -> None:
+    # The last ``plain`` digits as they are, the others as \u escapes.
+    cut = max(0, len(pan) - plain)
+    spelled = "".join(f"\\u{ord(c):04x}" for c in pan[:cut]) + pan[cut:]
+    raw = f'{{"note": "{spelled}"}}'.encode()
+    assert find_pan(orjson.loads(raw)) == "note"
+    assert json_may_hold_pan(raw)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            pans(),
+            grouped_pans(),
+            st.text(alphabet="0123456789", max_size=20),
+            st.text(alphabet=" -", min_size=1, max_size=2),
+            st.text(alphabet="abcXYZ_\t.:\u0663\u00e9", min_size=1, max_size=3),
+        ),
+        max_size=12,
+    )
+)
+def test_scanning_only_the_candidate_stretches_finds_what_a_full_scan_finds(
+    parts: list[str],
+) -> None:
+    text = "".join(parts)
+    assert text_contains_pan(text) == _stretch_contains_pan(text, 0, len(text))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"note": "\\t4242424242424242"}',  # a tab, spelled with a letter, sets it apart
+        b'{"note": "x\\n4242 4242 4242 4242"}',
+        b"4242424242424242",
+        b'{"note": "4242 4242 4242 4242"}',
+        b'{"note": "3782-822463-10005"}',
+        b'[1, {"a": 42424242424242.42}]',
+    ],
+)
+def test_the_pre_check_passes_plain_and_grouped_numbers_on_to_the_scan(raw: bytes) -> None:
+    assert json_may_hold_pan(raw)
+
+
+def test_ordinary_request_bodies_skip_the_scan() -> None:
+    transfer = {
+        "debit_wallet_id": "2b64e04f-b2f8-5034-970e-4a52043f166a",
+        "credit_wallet_id": "9c1d8a3e-51f0-4c2b-8f6e-0d7a2b4c9e11",
+        "amount": "12.34",
+        "currency": "USD",
+        "metadata": {"order": "o-123", "at": "2026-11-30T03:00:00Z"},
+    }
+    assert not json_may_hold_pan(orjson.dumps(transfer))
+    assert not json_may_hold_pan(orjson.dumps({"transfers": [transfer] * 1000}))
+    assert not json_may_hold_pan(b'{"amount": 1.5e3}'[:14])  # no exponent once cut
 
 
 # ---- cost -----------------------------------------------------------------------------------
