@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -93,14 +92,6 @@ def json_response(outcome: Outcome) -> Response:
     )
 
 
-def new_correlation_id() -> str:
-    """A random version-4 UUID for a request without ``X-Request-Id``, drawn from the
-    process's PRNG: ``uuid.uuid4()`` reads the OS's random source, a system call that lets
-    go of the GIL on the event loop, which then waits for the writer thread to hand it
-    back. Correlation ids need to be unique, not unpredictable."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
-
-
 def request_hash(method: str, path: str, raw: bytes) -> str:
     """Hash of what the request asks for: the same JSON in another key order is the same."""
     try:
@@ -123,7 +114,7 @@ class Writer:
         req = CommandRequest(
             command=command,
             principal=self.principal,
-            correlation_id=self.request.headers.get("X-Request-Id") or new_correlation_id(),
+            correlation_id=self.request.headers.get("X-Request-Id") or str(uuid.uuid4()),
             idempotency_key=self.key,
             request_hash=request_hash(self.request.method, self.request.url.path, raw),
         )
@@ -144,7 +135,7 @@ class Writer:
         again: ``first`` finds what it made (derived ids) and ``drive`` resumes it."""
         context = _context(self.request)
         raw = await self.request.body()
-        corr = self.request.headers.get("X-Request-Id") or new_correlation_id()
+        corr = self.request.headers.get("X-Request-Id") or str(uuid.uuid4())
         digest = request_hash(self.request.method, self.request.url.path, raw)
         keyed = CommandRequest(first, self.principal, corr, self.key, digest)
         with context.flows.reserve((self.principal.merchant_id, self.key)):

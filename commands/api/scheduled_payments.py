@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -22,7 +23,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import AwareDatetime, Field, StrictStr
 
 from commands.api import deps
-from commands.api.deps import CommandWriter, CurrentPrincipal, json_response, new_correlation_id
+from commands.api.deps import CommandWriter, CurrentPrincipal, json_response
 from commands.api.schemas import Amount, Body, CurrencyCode, Metadata, PaymentMethod
 from commands.engine import Outcome
 from commands.handlers import derived_id
@@ -183,7 +184,7 @@ OptionalKeyWriter = Annotated[Caller, Depends(caller)]
 
 
 async def _submit(request: Request, principal: Principal, command: ScheduleCommand) -> Response:
-    corr = request.headers.get("X-Request-Id") or new_correlation_id()
+    corr = request.headers.get("X-Request-Id") or str(uuid.uuid4())
     engine = request.app.state.ledger.engine
     req = CommandRequest(as_command(command), principal, corr)
     return json_response(await asyncio.wrap_future(engine.submit(req)))
