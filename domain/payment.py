@@ -138,7 +138,6 @@ ATTEMPT_CAPTURED = "captured"
 OP_CAPTURE = "capture"
 OP_VOID = "void"
 OP_REFUND = "refund"
-OPERATION_KINDS = (OP_CAPTURE, OP_VOID, OP_REFUND)
 
 # Why a payment was canceled.
 CANCEL_REQUESTED = "requested"

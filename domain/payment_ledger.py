@@ -69,10 +69,6 @@ def system_account_id(role: str, currency: str, provider: str = "") -> UUID:
     return uuid5(SYSTEM_NAMESPACE, f"{role}:{provider}:{currency}")
 
 
-def clearing_account_id(provider: str, currency: str) -> UUID:
-    return system_account_id(CLEARING, currency, provider)
-
-
 def system_credit_limit(role: str) -> int:
     return MAX_BALANCE if role == CLEARING else 0
 

@@ -132,9 +132,6 @@ class Interval:
             raise InvalidFrequency("an interval is a whole number of seconds")
         object.__setattr__(self, "anchor", _utc(self.anchor, "anchor"))
 
-    def anchored(self, anchor: datetime) -> Interval:
-        return Interval(self.every, anchor)
-
     def first_at_or_after(self, t: datetime) -> datetime:
         t = _utc(t)
         if t <= self.anchor:

@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from commands.model import CommandRequest, ExpireAuthorization
 from commands.payments.processor import SYSTEM, PaymentProcessor
+from read_api.payment_ports import ProviderHealthRow
 
 log = logging.getLogger(__name__)
 
@@ -323,9 +324,7 @@ class BreakerHealth:
         self.board = board
         self.names = list(names)
 
-    def providers(self) -> list[Any]:
-        from read_api.payment_ports import ProviderHealthRow
-
+    def providers(self) -> list[ProviderHealthRow]:
         rows = []
         for name in self.names:
             snap = self.board.breaker(name).snapshot()
