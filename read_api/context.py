@@ -2,7 +2,7 @@
 
 Reading your writes: a command response carries the event position it produced; a client
 sends it back as ``Ledger-Min-Position: N`` and the request waits (asynchronously,
-polling ``positions()`` in a worker thread every ``POLL_S``) until every projection the
+polling ``positions()`` every ``POLL_S``) until every projection the
 schema reads has reached ``N``, for at most the configured timeout.
 
 When the timeout passes first, the answer is HTTP 200 with ``data: null`` and one GraphQL
@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from functools import partial
 from typing import TypeVar
 
 import anyio
@@ -29,15 +31,102 @@ from domain.errors import LedgerError, ValidationError
 from domain.principal import Principal
 from read_api.errors import PositionNotReached, Unauthorized, problem_extensions
 from read_api.payment_ports import PAYMENT_PROJECTIONS, PaymentReadQueries, ProviderHealthPort
-from read_api.ports import READ_PROJECTIONS, ReadQueries, Scope
+from read_api.ports import (
+    READ_PROJECTIONS,
+    AsyncReadQueries,
+    ReadQueries,
+    Scope,
+    StatementRecord,
+    TransferRecord,
+    WalletRecord,
+)
 from read_api.schedule_ports import SCHEDULE_PROJECTIONS, ScheduleReadQueries
 
 MIN_POSITION_HEADER = "Ledger-Min-Position"
 POLL_S = 0.01
 DEFAULT_MIN_POSITION_TIMEOUT_S = 5.0
 
+# The projections ``Ledger-Min-Position`` waits for, by (payments wired, schedules wired).
+_READ_PROJECTIONS = {
+    (p, s): READ_PROJECTIONS
+    + (PAYMENT_PROJECTIONS if p else ())
+    + (SCHEDULE_PROJECTIONS if s else ())
+    for p in (False, True)
+    for s in (False, True)
+}
 _DIGITS = re.compile(r"[0-9]{1,19}")
 R = TypeVar("R")
+
+
+class ThreadedReads:
+    """``AsyncReadQueries`` over a blocking ``ReadQueries``: each call in a worker thread."""
+
+    def __init__(self, queries: ReadQueries) -> None:
+        self.queries = queries
+
+    async def wallet(self, wallet_id: str, scope: Scope) -> WalletRecord | None:
+        return await anyio.to_thread.run_sync(self.queries.wallet, wallet_id, scope)
+
+    async def wallets(
+        self,
+        scope: Scope,
+        *,
+        merchant_id: str | None,
+        currency: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[WalletRecord]:
+        fn = partial(
+            self.queries.wallets,
+            scope,
+            merchant_id=merchant_id,
+            currency=currency,
+            after=after,
+            limit=limit,
+        )
+        return await anyio.to_thread.run_sync(fn)
+
+    async def transfer(self, transfer_id: str, scope: Scope) -> TransferRecord | None:
+        return await anyio.to_thread.run_sync(self.queries.transfer, transfer_id, scope)
+
+    async def transfers(
+        self,
+        scope: Scope,
+        *,
+        wallet_id: str | None,
+        status: str | None,
+        after: int | None,
+        limit: int,
+    ) -> list[TransferRecord]:
+        fn = partial(
+            self.queries.transfers,
+            scope,
+            wallet_id=wallet_id,
+            status=status,
+            after=after,
+            limit=limit,
+        )
+        return await anyio.to_thread.run_sync(fn)
+
+    async def statement(
+        self,
+        wallet_id: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[StatementRecord]:
+        fn = partial(
+            self.queries.statement, wallet_id, start=start, end=end, after=after, limit=limit
+        )
+        return await anyio.to_thread.run_sync(fn)
+
+    async def posted_at(self, wallet_id: str, at: datetime) -> int | None:
+        return await anyio.to_thread.run_sync(self.queries.posted_at, wallet_id, at)
+
+    async def positions(self) -> dict[str, int]:
+        return await anyio.to_thread.run_sync(self.queries.positions)
 
 
 class ReadContext(BaseContext):
@@ -46,7 +135,8 @@ class ReadContext(BaseContext):
     ``payments``, ``providers`` and ``schedules`` are optional: the payment fields need
     the first and the scheduled-payment fields the third (and with either,
     ``Ledger-Min-Position`` waits for its projections too); without the second
-    ``providers`` answers an empty list.
+    ``providers`` answers an empty list. Resolvers read through ``reads``: the given
+    non-blocking port, else ``queries`` in worker threads.
     """
 
     def __init__(
@@ -60,17 +150,15 @@ class ReadContext(BaseContext):
         payments: PaymentReadQueries | None = None,
         providers: ProviderHealthPort | None = None,
         schedules: ScheduleReadQueries | None = None,
+        reads: AsyncReadQueries | None = None,
     ) -> None:
         super().__init__()
         self.queries = queries
+        self.reads: AsyncReadQueries = ThreadedReads(queries) if reads is None else reads
         self.payments = payments
         self.providers = providers
         self.schedules = schedules
-        self.read_projections = (
-            READ_PROJECTIONS
-            + (PAYMENT_PROJECTIONS if payments is not None else ())
-            + (SCHEDULE_PROJECTIONS if schedules is not None else ())
-        )
+        self.read_projections = _READ_PROJECTIONS[payments is not None, schedules is not None]
         self.principal = principal
         self.min_position = min_position
         self.min_position_timeout_s = min_position_timeout_s
@@ -98,7 +186,7 @@ class ReadContext(BaseContext):
         target = int(raw)
         deadline = time.monotonic() + self.min_position_timeout_s
         while True:
-            positions = await self.run(self.queries.positions)
+            positions = await self.reads.positions()
             lowest = min(positions.get(name, 0) for name in self.read_projections)
             if lowest >= target:
                 return

@@ -2,7 +2,9 @@
 
 infrastructure/ implements it on PostgreSQL (``PgReadQueries``); tests use an in-memory
 fake. Rows are plain frozen dataclasses; amounts are integer minor units, ids are
-canonical UUID strings. Every method is blocking: callers run it in a worker thread.
+canonical UUID strings. Every ``ReadQueries`` method is blocking: callers run it in a
+worker thread. ``AsyncReadQueries`` is the same port for the event loop (the service's
+adapter uses an asynchronous connection pool, so a read costs no thread hop).
 
 Visibility is part of every query that can return another merchant's rows, so the
 filtering happens in the store (in SQL), never after the fact in Python.
@@ -146,3 +148,45 @@ class ReadQueries(Protocol):
     def positions(self) -> dict[str, int]:
         """Each projection's tracking position, by projection name."""
         ...
+
+
+class AsyncReadQueries(Protocol):
+    """``ReadQueries`` with coroutine methods: same arguments, same answers."""
+
+    async def wallet(self, wallet_id: str, scope: Scope) -> WalletRecord | None: ...
+
+    async def wallets(
+        self,
+        scope: Scope,
+        *,
+        merchant_id: str | None,
+        currency: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[WalletRecord]: ...
+
+    async def transfer(self, transfer_id: str, scope: Scope) -> TransferRecord | None: ...
+
+    async def transfers(
+        self,
+        scope: Scope,
+        *,
+        wallet_id: str | None,
+        status: str | None,
+        after: int | None,
+        limit: int,
+    ) -> list[TransferRecord]: ...
+
+    async def statement(
+        self,
+        wallet_id: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[StatementRecord]: ...
+
+    async def posted_at(self, wallet_id: str, at: datetime) -> int | None: ...
+
+    async def positions(self) -> dict[str, int]: ...

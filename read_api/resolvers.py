@@ -1,4 +1,4 @@
-"""Root-field resolvers: check the caller, validate arguments, ask the port in a thread.
+"""Root-field resolvers: check the caller, validate arguments, ask the read port.
 
 Every resolver needs a principal (else ``unauthorized``) and sees only what its scope
 allows. A wallet or transfer the caller may not see is reported exactly like a missing
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from functools import partial
 from typing import Annotated
 
 import strawberry
@@ -58,7 +57,7 @@ async def _visible_wallet(info: ReadInfo, wallet_id: str, name: str) -> WalletRe
     ctx = info.context
     scope = ctx.scope()
     wid = _uuid(wallet_id, name)
-    record = await ctx.run(partial(ctx.queries.wallet, wid, scope))
+    record = await ctx.reads.wallet(wid, scope)
     if record is None:
         raise NotFound(f"wallet {wid} not found")
     return record
@@ -81,15 +80,8 @@ async def wallets(
     if currency is not None:
         Currency.of(currency)  # unknown-currency rather than an empty page
     key = parse_wallet_cursor(after) if after is not None else None
-    rows = await ctx.run(
-        partial(
-            ctx.queries.wallets,
-            scope,
-            merchant_id=merchant_id,
-            currency=currency,
-            after=key,
-            limit=limit + 1,
-        )
+    rows = await ctx.reads.wallets(
+        scope, merchant_id=merchant_id, currency=currency, after=key, limit=limit + 1
     )
     return Connection.build(
         [(wallet_cursor(r.wallet_id), Wallet.from_record(r)) for r in rows[:limit]],
@@ -101,7 +93,7 @@ async def transfer(info: ReadInfo, id: strawberry.ID) -> Transfer | None:
     ctx = info.context
     scope = ctx.scope()
     tid = _uuid(id, "id")
-    record = await ctx.run(partial(ctx.queries.transfer, tid, scope))
+    record = await ctx.reads.transfer(tid, scope)
     if record is None:
         raise NotFound(f"transfer {tid} not found")
     return Transfer.from_record(record)
@@ -123,15 +115,8 @@ async def transfers(
     wid = None
     if wallet_id is not None:
         wid = (await _visible_wallet(info, wallet_id, "walletId")).wallet_id
-    rows = await ctx.run(
-        partial(
-            ctx.queries.transfers,
-            scope,
-            wallet_id=wid,
-            status=status,
-            after=key,
-            limit=limit + 1,
-        )
+    rows = await ctx.reads.transfers(
+        scope, wallet_id=wid, status=status, after=key, limit=limit + 1
     )
     return Connection.build(
         [(transfer_cursor(r.position), Transfer.from_record(r)) for r in rows[:limit]],
@@ -153,15 +138,8 @@ async def statement(
     start, end = _aware_or_none(from_, "from"), _aware_or_none(to, "to")
     key = parse_statement_cursor(after) if after is not None else None
     record = await _visible_wallet(info, wallet_id, "walletId")
-    rows = await ctx.run(
-        partial(
-            ctx.queries.statement,
-            record.wallet_id,
-            start=start,
-            end=end,
-            after=key,
-            limit=limit + 1,
-        )
+    rows = await ctx.reads.statement(
+        record.wallet_id, start=start, end=end, after=key, limit=limit + 1
     )
     return Connection.build(
         [
@@ -177,7 +155,7 @@ async def balance_at(info: ReadInfo, wallet_id: strawberry.ID, at: datetime) -> 
     ctx.scope()  # unauthorized comes before any argument error
     instant = _aware(at, "at")
     record = await _visible_wallet(info, wallet_id, "walletId")
-    posted = await ctx.run(partial(ctx.queries.posted_at, record.wallet_id, instant))
+    posted = await ctx.reads.posted_at(record.wallet_id, instant)
     return BalanceAt(
         wallet_id=strawberry.ID(record.wallet_id),
         at=instant,

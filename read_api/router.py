@@ -12,29 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import anyio.to_thread
 from fastapi import Request
 from strawberry.fastapi import GraphQLRouter
 
 from domain.principal import Principal
-from read_api.context import (
-    DEFAULT_MIN_POSITION_TIMEOUT_S,
-    MIN_POSITION_HEADER,
-    ReadContext,
-)
+from read_api.asgi import ContextFactory, bearer_key
+from read_api.context import DEFAULT_MIN_POSITION_TIMEOUT_S, ReadContext
 from read_api.payment_ports import PaymentReadQueries, ProviderHealthPort
 from read_api.ports import ReadQueries
 from read_api.schedule_ports import ScheduleReadQueries
 from read_api.schema import DEFAULT_MAX_DEPTH, build_schema
 
-
-def bearer_key(authorization: str | None) -> str | None:
-    """The key of an ``Authorization: Bearer <key>`` header, else None."""
-    if not authorization:
-        return None
-    scheme, _, key = authorization.strip().partition(" ")
-    key = key.strip()
-    return key if scheme.lower() == "bearer" and key else None
+__all__ = ["bearer_key", "create_graphql_router"]
 
 
 def create_graphql_router(
@@ -52,31 +41,23 @@ def create_graphql_router(
     fields, see ``ReadContext``).
 
     ``authenticate`` maps an API key to its principal (None if unknown or revoked); it may
-    block, so it runs in a worker thread, as do all ``queries`` calls.
+    block, so it runs in a worker thread, as do all ``queries`` calls. The service mounts
+    ``asgi.create_graphql_app`` instead: the same answers without FastAPI's per-request
+    dependency solving.
     """
     if max_depth < 1:
         raise ValueError("max_depth must be at least 1")
-    if min_position_timeout_s <= 0:
-        raise ValueError("min_position_timeout_s must be positive")
+    contexts = ContextFactory(
+        queries,
+        authenticate,
+        min_position_timeout_s=min_position_timeout_s,
+        payments=payments,
+        providers=providers,
+        schedules=schedules,
+    )
 
     async def get_context(request: Request) -> ReadContext:
-        key = bearer_key(request.headers.get("authorization"))
-        principal = None
-        detail = "send 'Authorization: Bearer <api key>'"
-        if key is not None:
-            principal = await anyio.to_thread.run_sync(authenticate, key)
-            if principal is None:
-                detail = "unknown or revoked API key"
-        return ReadContext(
-            queries,
-            principal,
-            min_position=request.headers.get(MIN_POSITION_HEADER),
-            min_position_timeout_s=min_position_timeout_s,
-            unauthorized_detail=detail,
-            payments=payments,
-            providers=providers,
-            schedules=schedules,
-        )
+        return await contexts(request.headers)
 
     return GraphQLRouter[ReadContext, None](
         build_schema(max_depth),

@@ -1,0 +1,153 @@
+"""The read schema as a plain ASGI app, the one the service mounts at ``/graphql``.
+
+It answers exactly like ``router.create_graphql_router`` (same schema, limits, context,
+errors, GraphiQL) without FastAPI's per-request dependency solving, which cost more CPU
+than executing a small query. Contexts come from one ``ContextFactory``, shared with the
+FastAPI router.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+
+import anyio.to_thread
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from domain.principal import Principal
+from read_api.context import (
+    DEFAULT_MIN_POSITION_TIMEOUT_S,
+    MIN_POSITION_HEADER,
+    ReadContext,
+)
+from read_api.payment_ports import PaymentReadQueries, ProviderHealthPort
+from read_api.ports import AsyncReadQueries, ReadQueries
+from read_api.schedule_ports import ScheduleReadQueries
+from read_api.schema import DEFAULT_MAX_DEPTH, build_schema
+
+NO_KEY = "send 'Authorization: Bearer <api key>'"
+BAD_KEY = "unknown or revoked API key"
+# How long an authenticated key is trusted without asking ``authenticate`` again. Short:
+# a revoked key must stop working soon, and the key store keeps its own, longer cache.
+KEY_TRUST_S = 1.0
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, key = authorization.strip().partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
+class ContextFactory:
+    """Builds each request's ``ReadContext`` from its headers.
+
+    ``authenticate`` may block (a key-store query on a cache miss), so it runs in a worker
+    thread; a key it accepted is then trusted for ``KEY_TRUST_S`` without that hop.
+    """
+
+    def __init__(
+        self,
+        queries: ReadQueries,
+        authenticate: Callable[[str], Principal | None],
+        *,
+        min_position_timeout_s: float = DEFAULT_MIN_POSITION_TIMEOUT_S,
+        payments: PaymentReadQueries | None = None,
+        providers: ProviderHealthPort | None = None,
+        schedules: ScheduleReadQueries | None = None,
+        reads: AsyncReadQueries | None = None,
+    ) -> None:
+        if min_position_timeout_s <= 0:
+            raise ValueError("min_position_timeout_s must be positive")
+        self.queries = queries
+        self.authenticate = authenticate
+        self.min_position_timeout_s = min_position_timeout_s
+        self.payments = payments
+        self.providers = providers
+        self.schedules = schedules
+        self.reads = reads
+        self._trusted: dict[bytes, tuple[Principal, float]] = {}
+
+    async def principal(self, key: str) -> Principal | None:
+        digest = hashlib.sha256(key.encode()).digest()
+        now = time.monotonic()
+        hit = self._trusted.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        principal = await anyio.to_thread.run_sync(self.authenticate, key)
+        if principal is None:
+            self._trusted.pop(digest, None)
+            return None
+        if len(self._trusted) >= 10_000:
+            self._trusted.clear()
+        self._trusted[digest] = (principal, now + KEY_TRUST_S)
+        return principal
+
+    async def __call__(self, headers: Mapping[str, str]) -> ReadContext:
+        key = bearer_key(headers.get("authorization"))
+        principal = None if key is None else await self.principal(key)
+        return ReadContext(
+            self.queries,
+            principal,
+            min_position=headers.get(MIN_POSITION_HEADER),
+            min_position_timeout_s=self.min_position_timeout_s,
+            unauthorized_detail=NO_KEY if key is None else BAD_KEY,
+            payments=self.payments,
+            providers=self.providers,
+            schedules=self.schedules,
+            reads=self.reads,
+        )
+
+
+class LedgerGraphQL(GraphQL[ReadContext, None]):
+    """Strawberry's ASGI view with the ledger's context; JSON encoded by orjson."""
+
+    def __init__(self, contexts: ContextFactory, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        super().__init__(build_schema(max_depth), graphql_ide="graphiql")
+        self.contexts = contexts
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> ReadContext:
+        return await self.contexts(request.headers)
+
+    def encode_json(self, data: object) -> str | bytes:
+        try:
+            return orjson.dumps(data)
+        except TypeError:  # what orjson refuses (an int beyond 64 bits), json.dumps may not
+            return super().encode_json(data)
+
+
+def create_graphql_app(
+    queries: ReadQueries,
+    authenticate: Callable[[str], Principal | None],
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    min_position_timeout_s: float = DEFAULT_MIN_POSITION_TIMEOUT_S,
+    payments: PaymentReadQueries | None = None,
+    providers: ProviderHealthPort | None = None,
+    schedules: ScheduleReadQueries | None = None,
+    reads: AsyncReadQueries | None = None,
+) -> LedgerGraphQL:
+    """The ASGI app answering GraphQL (GraphiQL enabled) from ``queries``, or from
+    ``reads``, their non-blocking form, when given; the other ports as in ``ReadContext``.
+    """
+    if max_depth < 1:
+        raise ValueError("max_depth must be at least 1")
+    contexts = ContextFactory(
+        queries,
+        authenticate,
+        min_position_timeout_s=min_position_timeout_s,
+        payments=payments,
+        providers=providers,
+        schedules=schedules,
+        reads=reads,
+    )
+    return LedgerGraphQL(contexts, max_depth)

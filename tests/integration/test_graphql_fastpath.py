@@ -1,0 +1,116 @@
+"""/graphql served by Strawberry's plain ASGI app in front of FastAPI's routes: the same
+answers, limits and errors as the FastAPI router it replaced."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from domain.principal import Principal
+from read_api import asgi
+from read_api.asgi import ContextFactory, LedgerGraphQL
+from tests.conftest import auth, new_key, wait_for_projections
+
+pytestmark = pytest.mark.integration
+
+BALANCE_Q = "query($id: ID!) { wallet(id: $id) { balance { available { amount } } } }"
+
+
+def gql(client, key, query, variables=None, **headers):
+    if key is not None:
+        headers.update(auth(key))
+    r = client.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    return r.json()
+
+
+def problem(body):
+    return body["errors"][0]["extensions"]["type"]
+
+
+def funded_wallet(client, container, key):
+    r = client.post("/v1/wallets", json={"currency": "USD"}, headers=auth(key, new_key()))
+    wid = r.json()["wallet"]["id"]
+    body = {"wallet_id": wid, "amount": "7.50", "currency": "USD"}
+    r = client.post("/v1/deposits", json=body, headers=auth(key, new_key()))
+    wait_for_projections(container, r.json()["position"])
+    return wid, r.json()["position"]
+
+
+def test_graphql_is_the_first_route_and_answers(client, container, merchant_key):
+    first = client.app.router.routes[0]
+    assert first.path == "/graphql" and isinstance(first.app, LedgerGraphQL)
+    wid, pos = funded_wallet(client, container, merchant_key)
+    body = gql(client, merchant_key, BALANCE_Q, {"id": wid})
+    assert body == {"data": {"wallet": {"balance": {"available": {"amount": "7.50"}}}}}
+    waited = gql(client, merchant_key, BALANCE_Q, {"id": wid}, **{"Ledger-Min-Position": str(pos)})
+    assert waited == body
+    late = gql(client, merchant_key, BALANCE_Q, {"id": wid}, **{"Ledger-Min-Position": "x"})
+    assert late["data"] is None and problem(late) == "/problems/validation-error"
+
+
+def test_graphql_by_get_and_graphiql(client, container, merchant_key):
+    wid, _ = funded_wallet(client, container, merchant_key)
+    r = client.get(
+        "/graphql",
+        params={"query": f'{{ wallet(id: "{wid}") {{ currency }} }}'},
+        headers=auth(merchant_key),
+    )
+    assert r.json() == {"data": {"wallet": {"currency": "USD"}}}
+    page = client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "graphiql" in page.text.lower()
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"get", "post"} <= set(paths["/graphql"])
+
+
+def test_graphql_errors_and_limits(client, merchant_key):
+    anonymous = gql(client, None, "{ wallets { edges { cursor } } }")
+    assert anonymous["data"] == {"wallets": None}
+    assert problem(anonymous) == "/problems/unauthorized"
+    wrong = gql(client, "lk_wrong", "{ wallets { edges { cursor } } }")
+    assert problem(wrong) == "/problems/unauthorized"
+    assert "unknown or revoked" in wrong["errors"][0]["message"]
+    aliases = " ".join(f"a{i}: wallets {{ edges {{ cursor }} }}" for i in range(16))
+    too_many = gql(client, merchant_key, f"{{ {aliases} }}")
+    assert too_many["data"] is None and problem(too_many) == "/problems/validation-error"
+    deep = "{ wallets { edges { node { balance { posted { amount } } } } } }"
+    nested = "{ transfers { edges { node { amount { amount } } } } }"
+    assert "errors" not in gql(client, merchant_key, deep)
+    assert "errors" not in gql(client, merchant_key, nested)
+    syntax = gql(client, merchant_key, "{ wallets { ")
+    assert syntax["data"] is None and "Syntax Error" in syntax["errors"][0]["message"]
+    unknown = gql(client, merchant_key, "{ nope }")
+    assert problem(unknown) == "/problems/validation-error"
+    assert client.put("/graphql", json={"query": "{ nope }"}).status_code == 405
+
+
+def test_graphql_body_limit_still_applies(client, container, merchant_key):
+    big = "#" + "x" * (container.settings.max_body_bytes + 10)
+    r = client.post("/graphql", json={"query": big}, headers=auth(merchant_key))
+    assert r.status_code == 413
+
+
+def test_an_accepted_key_is_trusted_briefly_then_asked_again(monkeypatch) -> None:
+    calls: list[str] = []
+    keys = {"good": Principal("acme", "merchant")}
+
+    def authenticate(key: str) -> Principal | None:
+        calls.append(key)
+        return keys.get(key)
+
+    now = [100.0]
+    monkeypatch.setattr(asgi.time, "monotonic", lambda: now[0])
+    contexts = ContextFactory(None, authenticate)  # type: ignore[arg-type]
+    headers = {"authorization": "Bearer good"}
+
+    async def principals() -> list[Principal | None]:
+        return [(await contexts(headers)).principal for _ in range(3)]
+
+    assert asyncio.run(principals()) == [keys["good"]] * 3
+    assert calls == ["good"]
+    del keys["good"]  # revoked
+    now[0] += asgi.KEY_TRUST_S + 0.01
+    assert asyncio.run(principals()) == [None] * 3
+    assert calls == ["good"] * 4  # unknown keys are never trusted
