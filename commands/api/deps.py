@@ -66,19 +66,24 @@ def _context(request: Request) -> ApiContext:
     return ctx
 
 
+def principal_for(context: ApiContext, authorization: str | None) -> Principal:
+    """The caller of a bearer API key, or a 401 problem."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise RequestProblem(
+            "unauthorized", "Unauthorized", 401, "send 'Authorization: Bearer <api key>'"
+        )
+    principal = context.authenticator.authenticate(authorization[7:].strip())
+    if principal is None:
+        raise RequestProblem("unauthorized", "Unauthorized", 401, "unknown or revoked API key")
+    return principal
+
+
 async def authenticate(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     """Resolve the bearer key. Async on purpose: a sync dependency costs a thread-pool hop
     per request, and the key store answers from its cache (a miss is one indexed query)."""
-    if not authorization or not authorization.startswith("Bearer "):
-        raise RequestProblem(
-            "unauthorized", "Unauthorized", 401, "send 'Authorization: Bearer <api key>'"
-        )
-    principal = _context(request).authenticator.authenticate(authorization[7:].strip())
-    if principal is None:
-        raise RequestProblem("unauthorized", "Unauthorized", 401, "unknown or revoked API key")
-    return principal
+    return principal_for(_context(request), authorization)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
@@ -101,6 +106,26 @@ def request_hash(method: str, path: str, raw: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
 
+async def run_command(
+    engine: LedgerEngine,
+    command: Command,
+    principal: Principal,
+    key: str,
+    request_id: str | None,
+    digest: str,
+) -> Response:
+    """One command of one API request through the engine, answered as JSON."""
+    req = CommandRequest(
+        command=command,
+        principal=principal,
+        correlation_id=request_id or str(uuid.uuid4()),
+        idempotency_key=key,
+        request_hash=digest,
+    )
+    outcome = await asyncio.wrap_future(engine.submit(req))
+    return json_response(outcome)
+
+
 @dataclass
 class Writer:
     """Runs one command for one API request through the engine."""
@@ -111,16 +136,14 @@ class Writer:
 
     async def run(self, command: Command) -> Response:
         raw = await self.request.body()
-        req = CommandRequest(
-            command=command,
-            principal=self.principal,
-            correlation_id=self.request.headers.get("X-Request-Id") or str(uuid.uuid4()),
-            idempotency_key=self.key,
-            request_hash=request_hash(self.request.method, self.request.url.path, raw),
+        return await run_command(
+            _context(self.request).engine,
+            command,
+            self.principal,
+            self.key,
+            self.request.headers.get("X-Request-Id"),
+            request_hash(self.request.method, self.request.url.path, raw),
         )
-        future = _context(self.request).engine.submit(req)
-        outcome = await asyncio.wrap_future(future)
-        return json_response(outcome)
 
     async def flow(
         self,
@@ -160,11 +183,8 @@ class Writer:
         return json_response(done)
 
 
-async def writer(
-    request: Request,
-    principal: CurrentPrincipal,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> Writer:
+def writer_key(principal: Principal, idempotency_key: str | None) -> str:
+    """The write's Idempotency-Key, once the caller is known to be allowed to write."""
     if not principal.can_write:
         raise RequestProblem("forbidden", "Forbidden", 403, f"role {principal.role!r} is read-only")
     if idempotency_key is None or not idempotency_key.strip():
@@ -178,7 +198,15 @@ async def writer(
         raise RequestProblem(
             "validation-error", "Invalid request", 400, "Idempotency-Key is longer than 255"
         )
-    return Writer(request, principal, idempotency_key)
+    return idempotency_key
+
+
+async def writer(
+    request: Request,
+    principal: CurrentPrincipal,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Writer:
+    return Writer(request, principal, writer_key(principal, idempotency_key))
 
 
 CommandWriter = Annotated[Writer, Depends(writer)]

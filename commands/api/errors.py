@@ -35,14 +35,38 @@ def _clean(errors: list[Any]) -> list[dict[str, Any]]:
     return out[:50]
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(LedgerError)
-    async def ledger_error(_: Request, exc: LedgerError) -> Response:
-        return problem_response(exc.status, problem_from_error(exc))
+def store_unavailable_response(exc: PersistenceError) -> Response:
+    log.error("event store unavailable: %s", exc)
+    return problem_response(
+        503,
+        problem(
+            "service-unavailable",
+            "Service unavailable",
+            503,
+            "the ledger's database is unavailable; retry with the same Idempotency-Key",
+        ),
+    )
 
-    @app.exception_handler(RequestProblem)
-    async def request_problem(_: Request, exc: RequestProblem) -> Response:
+
+def known_error_response(exc: BaseException) -> Response | None:
+    """The problem answer of an error a command can end with, or None for a bug."""
+    if isinstance(exc, LedgerError):
+        return problem_response(exc.status, problem_from_error(exc))
+    if isinstance(exc, RequestProblem):
         return problem_response(exc.status, exc.body())
+    if isinstance(exc, PersistenceError):
+        return store_unavailable_response(exc)
+    return None
+
+
+def install(app: FastAPI) -> None:
+    async def known(_: Request, exc: Exception) -> Response:
+        answer = known_error_response(exc)
+        assert answer is not None
+        return answer
+
+    for kind in (LedgerError, RequestProblem, PersistenceError):
+        app.add_exception_handler(kind, known)
 
     @app.exception_handler(RequestValidationError)
     async def validation(_: Request, exc: RequestValidationError) -> Response:
@@ -57,19 +81,6 @@ def install(app: FastAPI) -> None:
         code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
         return problem_response(
             exc.status_code, problem(code, title, exc.status_code, str(exc.detail))
-        )
-
-    @app.exception_handler(PersistenceError)
-    async def store_unavailable(_: Request, exc: PersistenceError) -> Response:
-        log.error("event store unavailable: %s", exc)
-        return problem_response(
-            503,
-            problem(
-                "service-unavailable",
-                "Service unavailable",
-                503,
-                "the ledger's database is unavailable; retry with the same Idempotency-Key",
-            ),
         )
 
     @app.exception_handler(Exception)

@@ -25,6 +25,10 @@ def to_command(body: TransferCreate) -> CreateTransfer:
     )
 
 
+def batch_command(body: TransferBatchCreate) -> TransferBatch:
+    return TransferBatch(tuple(map(to_command, body.transfers)), body.atomic)
+
+
 @router.post("", status_code=201, summary="Move money between two wallets (optionally pending)")
 async def create_transfer(body: TransferCreate, writer: CommandWriter) -> Response:
     return await writer.run(to_command(body))
@@ -32,7 +36,7 @@ async def create_transfer(body: TransferCreate, writer: CommandWriter) -> Respon
 
 @router.post("/batch", status_code=201, summary="Up to 8,190 transfers, atomic or per item")
 async def create_transfer_batch(body: TransferBatchCreate, writer: CommandWriter) -> Response:
-    return await writer.run(TransferBatch(tuple(map(to_command, body.transfers)), body.atomic))
+    return await writer.run(batch_command(body))
 
 
 @router.post("/{transfer_id}/post", summary="Capture all or part of a pending transfer")
