@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper
@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 from infrastructure.event_decoding import EventDecoder
 from infrastructure.readmodels import BUFFERS, TABLES, create_table
 from projections.projectors import Projector, all_projectors
+from projections.stored import Handler
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,13 @@ class Prepared:
     count: int
     last: int
     buffers: list[Any]
+
+
+class Route(NamedTuple):
+    """Where the events of one topic go (no target at all: not even decoded)."""
+
+    by_state: tuple[tuple[int, Handler], ...]  # (target index, handler of its stored state)
+    by_object: tuple[int, ...]  # target indexes handed the domain-event object
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,8 @@ class ProjectionRunner:
         self.targets = list(targets)
         self.batch_size = batch_size
         self.decoder = EventDecoder(mapper)
-        # topic -> indexes of the targets whose projector consumes it (filled as seen)
-        self._routes: dict[str, tuple[int, ...]] = {}
+        # topic -> the targets whose projector consumes it (filled as seen)
+        self._routes: dict[str, Route] = {}
 
     def setup(self) -> None:
         with self.pool.connection() as conn, conn.transaction():
@@ -95,12 +103,22 @@ class ProjectionRunner:
         with self.pool.connection() as c, c.transaction():
             return self._batch(c)
 
-    def route(self, topic: str) -> tuple[int, ...]:
-        """The indexes of the targets whose projector consumes events of ``topic``."""
+    def route(self, topic: str) -> Route:
+        """The targets whose projector consumes events of ``topic``: those handed its
+        stored state, with their handlers, and those handed the event object."""
         cls = self.decoder.event_class(topic)
-        route = tuple(
-            i for i, t in enumerate(self.targets) if issubclass(cls, t.projector.consumes)
-        )
+        by_state: list[tuple[int, Handler]] = []
+        by_object: list[int] = []
+        for i, t in enumerate(self.targets):
+            if not issubclass(cls, t.projector.consumes):
+                continue
+            handler = getattr(t.projector, "handler", None)
+            handle = handler(cls) if handler is not None else None
+            if handle is not None:
+                by_state.append((i, handle))
+            else:
+                by_object.append(i)
+        route = Route(tuple(by_state), tuple(by_object))
         self._routes[topic] = route
         return route
 
@@ -138,9 +156,11 @@ class ProjectionRunner:
         return batch.count
 
     def _read(self, conn: Connection[Any], after: int) -> list[tuple[Any, ...]]:
+        # Ids as text: the projectors write them as text, and a UUID object per event
+        # would only be turned back into one.
         return conn.execute(
             sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state"
+                "SELECT notification_id, originator_id::text, originator_version, topic, state"
                 " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
             ).format(sql.Identifier(EVENTS_TABLE)),
             (after, self.batch_size),
@@ -154,17 +174,21 @@ class ProjectionRunner:
         buffers = [BUFFERS[t.projector.name](t.table) for t in self.targets]
         process = [t.projector.process for t in self.targets]
         routes = self._routes
-        decode = self.decoder.decode
-        for nid, oid, version, topic, state in events:
+        decoder = self.decoder
+        for nid, oid, version, topic, data in events:
             route = routes.get(topic)
             if route is None:
                 route = self.route(topic)
-            if not route:
-                continue  # no projector here consumes it: not even decoded
-            domain_event = decode(oid, version, topic, state)
-            for i in route:
-                if nid > floors[i]:
-                    process[i](domain_event, nid, buffers[i])
+            if route.by_state:
+                state = decoder.state(oid, version, topic, data)
+                for i, handle in route.by_state:
+                    if nid > floors[i]:
+                        handle(state, nid, buffers[i])
+            if route.by_object:
+                event = decoder.decode(UUID(oid), version, topic, data)
+                for i in route.by_object:
+                    if nid > floors[i]:
+                        process[i](event, nid, buffers[i])
         return Prepared(min(floors), len(events), int(events[-1][0]), buffers)
 
     def _prepare_after(self, start: int) -> Prepared | None:

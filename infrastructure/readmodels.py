@@ -15,7 +15,7 @@ import orjson
 from psycopg import Connection, sql
 
 from infrastructure import payment_readmodels, schedule_readmodels
-from projections.ports import StatementEntry, TransferChange, TransferRow, WalletChange, WalletRow
+from projections.ports import StatementRow, TransferRow
 
 # ---- DDL: every table is created under a given name so a rebuild can use a new one ------
 
@@ -100,15 +100,17 @@ def create_table(conn: Connection[Any], projection: str, table: str) -> None:
 # ---- buffered writers ---------------------------------------------------------------------
 #
 # A catch-up writes hundreds of thousands of rows, so rows travel as cheaply as psycopg
-# allows: COPY rows of plain values, datetimes and JSON as text formatted by orjson
-# (psycopg's datetime dumper costs several times a whole row of the other columns), and
-# a batch's updates as one JSON document read with ``json_to_recordset`` (psycopg dumps
-# array parameters element by element in Python).
+# allows: COPY rows of plain values (ids and timestamps are already text: the projectors
+# hand over the stored events' own), JSON as text formatted by orjson, and a batch's
+# updates as one JSON document read with ``json_to_recordset`` (psycopg dumps array
+# parameters element by element in Python).
 
 
-def timestamp_text(value: datetime | None) -> str | None:
+def timestamp_text(value: datetime | str | None) -> str | None:
     """``value`` as the RFC 3339 text PostgreSQL reads into a ``timestamptz`` column."""
-    return None if value is None else _rfc3339(value)
+    if value is None or isinstance(value, str):
+        return value
+    return _rfc3339(value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -120,7 +122,7 @@ def _rfc3339(value: datetime) -> str:
 
 def json_text(value: Any) -> str:
     """``value`` as JSON text, for a ``jsonb`` column in a COPY."""
-    return orjson.dumps(value).decode()
+    return "{}" if value == {} else orjson.dumps(value).decode()
 
 
 def _copy_statement(table: str, columns: tuple[str, ...]) -> sql.Composed:
@@ -133,56 +135,68 @@ class BalancesBuffer:
     OPENED_COLS = ("wallet_id", "merchant_id", "currency", "status", "credit_limit", "posted",
                    "pending", "metadata", "is_system", "version", "opened_at", "updated_at",
                    "position")  # fmt: skip
-    _CHANGED = ("posted", "pending", "status", "version")
 
     def __init__(self, table: str) -> None:
         self.table = table
+        # wallet id -> its row (as in OPENED_COLS) when opened in this batch
         self.opened: dict[str, dict[str, Any]] = {}
         # wallet id -> the columns to set (and the world delta to add), as json_to_recordset
         # reads them: absent keys are NULL, and NULL keeps the column.
         self.changes: dict[str, dict[str, Any]] = {}
-        self.worlds: dict[str, tuple[str, datetime, int]] = {}
+        self.worlds: dict[str, tuple[str, str, int]] = {}
 
-    def wallet_opened(self, row: WalletRow) -> None:
-        self.opened[row.wallet_id] = {
-            "wallet_id": row.wallet_id,
-            "merchant_id": row.merchant_id,
-            "currency": row.currency,
+    def wallet_opened(
+        self,
+        wallet_id: str,
+        merchant_id: str,
+        currency: str,
+        credit_limit: int,
+        metadata: dict[str, Any],
+        at: str,
+        position: int,
+    ) -> None:
+        self.opened[wallet_id] = {
+            "wallet_id": wallet_id,
+            "merchant_id": merchant_id,
+            "currency": currency,
             "status": "active",
-            "credit_limit": row.credit_limit,
+            "credit_limit": credit_limit,
             "posted": 0,
             "pending": 0,
-            "metadata": row.metadata,
-            "is_system": row.is_system,
+            "metadata": metadata,
+            "is_system": False,
             "version": 1,
-            "opened_at": row.opened_at,
-            "updated_at": row.opened_at,
-            "position": row.position,
+            "opened_at": at,
+            "updated_at": at,
+            "position": position,
         }
 
-    def ensure_world(self, wallet_id: str, currency: str, at: datetime, position: int) -> None:
-        self.worlds.setdefault(wallet_id, (currency, at, position))
-
-    def wallet_changed(self, change: WalletChange) -> None:
-        target = self.opened.get(change.wallet_id)
+    def _target(self, wallet_id: str) -> dict[str, Any]:
+        target = self.opened.get(wallet_id)
         if target is None:
-            target = self.changes.get(change.wallet_id)
+            target = self.changes.get(wallet_id)
             if target is None:
-                target = self.changes[change.wallet_id] = {
-                    "wallet_id": change.wallet_id,
-                    "world_delta": 0,
-                }
-            target["world_delta"] += change.world_delta
-        if change.posted is not None:
-            target["posted"] = change.posted
-        if change.pending is not None:
-            target["pending"] = change.pending
-        if change.status is not None:
-            target["status"] = change.status
-        if change.version is not None:
-            target["version"] = change.version
-        target["updated_at"] = change.at
-        target["position"] = change.position
+                target = self.changes[wallet_id] = {"wallet_id": wallet_id, "world_delta": 0}
+        return target
+
+    def wallet_changed(
+        self, wallet_id: str, column: str, value: Any, version: int, at: str, position: int
+    ) -> None:
+        target = self._target(wallet_id)
+        target[column] = value
+        target["version"] = version
+        target["updated_at"] = at
+        target["position"] = position
+
+    def world_moved(
+        self, wallet_id: str, currency: str, delta: int, at: str, position: int
+    ) -> None:
+        self.worlds.setdefault(wallet_id, (currency, at, position))
+        target = self._target(wallet_id)
+        if "world_delta" in target:  # a world account is never opened by an event
+            target["world_delta"] += delta
+        target["updated_at"] = at
+        target["position"] = position
 
     def flush(self, conn: Connection[Any]) -> None:
         t = sql.Identifier(self.table)
@@ -191,10 +205,13 @@ class BalancesBuffer:
                 cur.executemany(
                     sql.SQL(
                         "INSERT INTO {} (wallet_id, merchant_id, currency, is_system, opened_at,"
-                        " updated_at, position) VALUES (%s, 'system', %s, true, %s, %s, %s)"
-                        " ON CONFLICT (wallet_id) DO NOTHING"
+                        " updated_at, position) VALUES (%s, 'system', %s, true, %s::timestamptz,"
+                        " %s::timestamptz, %s) ON CONFLICT (wallet_id) DO NOTHING"
                     ).format(t),
-                    [(w, c, at, at, p) for w, (c, at, p) in self.worlds.items()],
+                    [
+                        (w, c, timestamp_text(at), timestamp_text(at), p)
+                        for w, (c, at, p) in self.worlds.items()
+                    ],
                 )
             if self.opened:
                 with cur.copy(_copy_statement(self.table, self.OPENED_COLS)) as copy:
@@ -229,13 +246,8 @@ class StatementsBuffer:
 
     def __init__(self, table: str) -> None:
         self.table = table
-        self.rows: list[tuple[Any, ...]] = []
-
-    def add_entry(self, e: StatementEntry) -> None:
-        self.rows.append(
-            (e.wallet_id, e.position, e.transfer_id, e.kind, e.amount, e.posted_after,
-             e.counterparty_id, timestamp_text(e.at))
-        )  # fmt: skip
+        self.rows: list[StatementRow] = []
+        self.add_entry = self.rows.append  # the port's one method: rows are COPY rows
 
     def flush(self, conn: Connection[Any]) -> None:
         if not self.rows:
@@ -252,46 +264,46 @@ class TransfersBuffer:
     # Where a change lands in a row created in the same batch (a list in COLS order).
     _STATUS = COLS.index("status")
     _POSTED_AMOUNT = COLS.index("posted_amount")
+    _METADATA = COLS.index("metadata")
     _UPDATED_AT = COLS.index("updated_at")
     _POSITION = COLS.index("position")
 
     def __init__(self, table: str) -> None:
         self.table = table
-        self.created: dict[str, list[Any]] = {}
+        self.created: dict[str, TransferRow | list[Any]] = {}
         # transfer id -> the columns to set, as json_to_recordset reads them
         self.changes: dict[str, dict[str, Any]] = {}
 
-    def transfer_created(self, r: TransferRow) -> None:
-        created_at = timestamp_text(r.created_at)
-        self.created[r.transfer_id] = [
-            r.transfer_id, r.merchant_id, r.kind, r.debit_account_id, r.credit_account_id,
-            r.amount, r.currency, r.status, r.posted_amount, r.pending,
-            timestamp_text(r.expires_at), json_text(r.metadata), created_at, created_at,
-            r.position,
-        ]  # fmt: skip
+    def transfer_created(self, row: TransferRow) -> None:
+        self.created[row[0]] = row
 
-    def transfer_changed(self, c: TransferChange) -> None:
-        row = self.created.get(c.transfer_id)
+    def transfer_changed(
+        self, transfer_id: str, status: str, posted_amount: int | None, at: str, position: int
+    ) -> None:
+        row = self.created.get(transfer_id)
         if row is not None:
-            row[self._STATUS] = c.status
-            if c.posted_amount is not None:
-                row[self._POSTED_AMOUNT] = c.posted_amount
-            row[self._UPDATED_AT] = timestamp_text(c.at)
-            row[self._POSITION] = c.position
+            if isinstance(row, tuple):
+                row = self.created[transfer_id] = list(row)
+            row[self._STATUS] = status
+            if posted_amount is not None:
+                row[self._POSTED_AMOUNT] = posted_amount
+            row[self._UPDATED_AT] = at
+            row[self._POSITION] = position
             return
-        target = self.changes.setdefault(c.transfer_id, {"transfer_id": c.transfer_id})
-        target["status"] = c.status
-        if c.posted_amount is not None:
-            target["posted_amount"] = c.posted_amount
-        target["updated_at"] = c.at
-        target["position"] = c.position
+        target = self.changes.setdefault(transfer_id, {"transfer_id": transfer_id})
+        target["status"] = status
+        if posted_amount is not None:
+            target["posted_amount"] = posted_amount
+        target["updated_at"] = at
+        target["position"] = position
 
     def flush(self, conn: Connection[Any]) -> None:
         with conn.cursor() as cur:
             if self.created:
+                m = self._METADATA
                 with cur.copy(_copy_statement(self.table, self.COLS)) as copy:
                     for row in self.created.values():
-                        copy.write_row(row)
+                        copy.write_row((*row[:m], json_text(row[m]), *row[m + 1 :]))
             if self.changes:
                 cur.execute(
                     sql.SQL(

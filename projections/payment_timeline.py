@@ -21,6 +21,7 @@ from domain import payment_ledger as postings
 from domain.payment import Payment
 from domain.payout import Payout
 from domain.transfer import Transfer
+from projections.stored import Handler, State, stored_state
 
 PAYMENT = "payment"
 PAYOUT = "payout"
@@ -101,17 +102,17 @@ def _text(value: str | None) -> str | None:
     return value or None
 
 
-def _owner_of_posting(event: Transfer.Created) -> tuple[str, str] | None:
-    if event.kind in PAYMENT_POSTING_KINDS:
-        kind, raw = PAYMENT, event.metadata.get("payment_id")
-    elif event.kind in PAYOUT_POSTING_KINDS:
-        kind, raw = PAYOUT, event.metadata.get("payout_id")
+def _owner_of_posting(kind: str, metadata: dict[str, Any]) -> tuple[str, str] | None:
+    if kind in PAYMENT_POSTING_KINDS:
+        owner, raw = PAYMENT, metadata.get("payment_id")
+    elif kind in PAYOUT_POSTING_KINDS:
+        owner, raw = PAYOUT, metadata.get("payout_id")
     else:
         return None
     if not isinstance(raw, str):
         return None
     try:
-        return kind, str(UUID(raw))
+        return owner, str(UUID(raw))
     except ValueError:  # never let one odd event stop the projection
         return None
 
@@ -228,6 +229,8 @@ def _stamp(event: Any, position: int) -> dict[str, Any]:
     }
 
 
+_TRANSFER_CREATED = Transfer.Created.__qualname__
+
 _POSTING_OUTCOMES: dict[type, str] = {
     Transfer.Posted: "posted",
     Transfer.Voided: "voided",
@@ -250,6 +253,36 @@ class PaymentTimelineProjector:
         Transfer.Expired,
     )
 
+    def handler(self, cls: type) -> Handler | None:
+        """Creations of transfers as stored state (every transfer's creation comes here,
+        and only a payment's or pay-out's posting is kept); the rest as objects."""
+        return self._transfer_created if issubclass(cls, Transfer.Created) else None
+
+    @staticmethod
+    def _transfer_created(s: State, position: int, writer: TimelineWriter) -> None:
+        kind = s["kind"]
+        owner = _owner_of_posting(kind, s["metadata"])
+        if owner is None:
+            return
+        owner_kind, owner_id = owner
+        writer.add(
+            TimelineRow(
+                owner_id=owner_id,
+                owner_kind=owner_kind,
+                position=position,
+                at=datetime.fromisoformat(s["timestamp"]),
+                event_type=_TRANSFER_CREATED,
+                correlation_id=s["correlation_id"],
+                causation_id=s["causation_id"],
+                amount=s["amount"],
+                outcome="pending" if s["pending"] else "posted",
+                transfer_id=s["originator_id"],
+                transfer_kind=kind,
+                debit_account_id=s["debit_account_id"],
+                credit_account_id=s["credit_account_id"],
+            )
+        )
+
     def process(self, event: Any, position: int, writer: TimelineWriter) -> None:
         if isinstance(event, Payment.Event):
             base = {"owner_id": str(event.originator_id), "owner_kind": PAYMENT}
@@ -258,23 +291,7 @@ class PaymentTimelineProjector:
             base = {"owner_id": str(event.originator_id), "owner_kind": PAYOUT}
             writer.add(_payout_entry(event, {**base, **_stamp(event, position)}))
         elif isinstance(event, Transfer.Created):
-            owner = _owner_of_posting(event)
-            if owner is None:
-                return
-            kind, owner_id = owner
-            writer.add(
-                TimelineRow(
-                    owner_id=owner_id,
-                    owner_kind=kind,
-                    **_stamp(event, position),
-                    amount=event.amount,
-                    outcome="pending" if event.pending else "posted",
-                    transfer_id=str(event.originator_id),
-                    transfer_kind=event.kind,
-                    debit_account_id=event.debit_account_id,
-                    credit_account_id=event.credit_account_id,
-                )
-            )
+            self._transfer_created(stored_state(event), position, writer)
         elif isinstance(event, Transfer.Posted | Transfer.Voided | Transfer.Expired):
             writer.add_posting_change(
                 PostingChange(

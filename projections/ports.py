@@ -1,88 +1,57 @@
 """Ports the projectors write through. infrastructure/ implements them on PostgreSQL.
 
-Rows are plain dataclasses; amounts are integer minor units.
+A catch-up writes hundreds of thousands of rows, so they travel as the projectors make
+them from the events' stored state, with no object per row: plain tuples in the table's
+column order or positional arguments; ids as text; timestamps as the RFC 3339 text the
+events were stored with (``projections.stored``); amounts as integer minor units.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
+# (wallet_id, position, transfer_id, kind, amount, posted_after, counterparty_id, at);
+# amount is signed: credits positive, debits negative.
+StatementRow = tuple[str, int, str, str, int, int, str, str]
 
-@dataclass(frozen=True, slots=True)
-class WalletRow:
-    wallet_id: str
-    merchant_id: str
-    currency: str
-    credit_limit: int
-    metadata: dict[str, Any]
-    is_system: bool
-    opened_at: datetime
-    position: int
-
-
-@dataclass(frozen=True, slots=True)
-class WalletChange:
-    wallet_id: str
-    position: int
-    at: datetime
-    version: int | None = None
-    posted: int | None = None
-    pending: int | None = None
-    status: str | None = None
-    world_delta: int = 0  # only for world accounts: added to posted
-
-
-@dataclass(frozen=True, slots=True)
-class StatementEntry:
-    wallet_id: str
-    position: int
-    transfer_id: str
-    kind: str
-    amount: int  # signed: credits positive, debits negative
-    posted_after: int
-    counterparty_id: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class TransferRow:
-    transfer_id: str
-    merchant_id: str
-    kind: str
-    debit_account_id: str
-    credit_account_id: str
-    amount: int
-    currency: str
-    status: str
-    posted_amount: int
-    pending: bool
-    expires_at: datetime | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    position: int
-
-
-@dataclass(frozen=True, slots=True)
-class TransferChange:
-    transfer_id: str
-    status: str
-    posted_amount: int | None
-    at: datetime
-    position: int
+# (transfer_id, merchant_id, kind, debit_account_id, credit_account_id, amount, currency,
+#  status, posted_amount, pending, expires_at, metadata, created_at, updated_at, position)
+TransferRow = tuple[
+    str, str, str, str, str, int, str, str, int, bool, str | None, dict[str, Any], str, str, int
+]
 
 
 class BalancesWriter(Protocol):
-    def wallet_opened(self, row: WalletRow) -> None: ...
-    def wallet_changed(self, change: WalletChange) -> None: ...
-    def ensure_world(self, wallet_id: str, currency: str, at: datetime, position: int) -> None: ...
+    def wallet_opened(
+        self,
+        wallet_id: str,
+        merchant_id: str,
+        currency: str,
+        credit_limit: int,
+        metadata: dict[str, Any],
+        at: str,
+        position: int,
+    ) -> None: ...
+
+    def wallet_changed(
+        self, wallet_id: str, column: str, value: Any, version: int, at: str, position: int
+    ) -> None:
+        """Set ``column`` (``posted``, ``pending`` or ``status``) of a wallet to ``value``."""
+
+    def world_moved(
+        self, wallet_id: str, currency: str, delta: int, at: str, position: int
+    ) -> None:
+        """Add ``delta`` to the posted balance of a ``world`` account, created if new."""
 
 
 class StatementsWriter(Protocol):
-    def add_entry(self, entry: StatementEntry) -> None: ...
+    def add_entry(self, row: StatementRow) -> None: ...
 
 
 class TransfersWriter(Protocol):
     def transfer_created(self, row: TransferRow) -> None: ...
-    def transfer_changed(self, change: TransferChange) -> None: ...
+
+    def transfer_changed(
+        self, transfer_id: str, status: str, posted_amount: int | None, at: str, position: int
+    ) -> None:
+        """``posted_amount`` None keeps the row's."""

@@ -12,17 +12,9 @@ from domain.ledger import world_account_id
 from domain.transfer import EXPIRED, POSTED, VOIDED, Transfer
 from domain.wallet import ACTIVE, CLOSED, FROZEN, Wallet
 from projections.payments import payment_projectors
-from projections.ports import (
-    BalancesWriter,
-    StatementEntry,
-    StatementsWriter,
-    TransferChange,
-    TransferRow,
-    TransfersWriter,
-    WalletChange,
-    WalletRow,
-)
+from projections.ports import BalancesWriter, StatementsWriter, TransfersWriter
 from projections.schedules import schedule_projectors
+from projections.stored import Handler, State, stored_state
 
 
 class Projector(Protocol):
@@ -30,6 +22,10 @@ class Projector(Protocol):
 
     ``consumes`` names the event classes (with their subclasses) ``process`` may write
     for: the runner does not decode, nor hand the projector, any other event.
+
+    A projector may also have ``handler(cls)``: the function projecting the stored state
+    (``projections.stored``) of a ``cls`` event, or None to be handed the event object
+    through ``process``. The runner then skips the domain-event object for that class.
     """
 
     name: str
@@ -38,58 +34,106 @@ class Projector(Protocol):
     def process(self, event: Any, position: int, writer: Any) -> None: ...
 
 
-class BalancesProjector:
+class StateProjector:
+    """A projector written as one state handler per event class (``_handlers``);
+    ``process`` is the same handlers applied to an event object's stored state."""
+
+    _handlers: dict[type, Handler]
+
+    def handler(self, cls: type) -> Handler | None:
+        for base in cls.__mro__:
+            found = self._handlers.get(base)
+            if found is not None:
+                return found
+        return None
+
+    def process(self, event: Any, position: int, writer: Any) -> None:
+        handle = self.handler(type(event))
+        if handle is not None:
+            handle(stored_state(event), position, writer)
+
+
+class BalancesProjector(StateProjector):
     """Wallet balances (posted, pending, available) and status; ``world`` per currency."""
 
     name = "balances"
     consumes: tuple[type, ...] = (Wallet.Event,)
 
-    def process(self, event: Any, position: int, writer: BalancesWriter) -> None:
-        wid = str(event.originator_id)
-        at = event.timestamp
-        version = event.originator_version
-        if isinstance(event, Wallet.Opened):
-            writer.wallet_opened(
-                WalletRow(
-                    wallet_id=wid,
-                    merchant_id=event.merchant_id,
-                    currency=event.currency,
-                    credit_limit=event.credit_limit,
-                    metadata=event.metadata,
-                    is_system=False,
-                    opened_at=at,
-                    position=position,
-                )
-            )
-        elif isinstance(event, Wallet.Debited | Wallet.Credited):
-            writer.wallet_changed(
-                WalletChange(wid, position, at, version, posted=event.posted_after)
-            )
-            world_currency = self._world_currency(event)
-            if world_currency is not None:
-                # The world account mirrors the wallet side: a deposit credits the wallet
-                # and debits world, so world moves by the opposite amount.
-                delta = -event.amount if isinstance(event, Wallet.Credited) else event.amount
-                writer.ensure_world(event.counterparty_id, world_currency, at, position)
-                writer.wallet_changed(
-                    WalletChange(event.counterparty_id, position, at, world_delta=delta)
-                )
-        elif isinstance(event, Wallet.HoldPlaced | Wallet.HoldReleased):
-            writer.wallet_changed(
-                WalletChange(wid, position, at, version, pending=event.pending_after)
-            )
-        elif isinstance(event, Wallet.Frozen):
-            writer.wallet_changed(WalletChange(wid, position, at, version, status=FROZEN))
-        elif isinstance(event, Wallet.Unfrozen):
-            writer.wallet_changed(WalletChange(wid, position, at, version, status=ACTIVE))
-        elif isinstance(event, Wallet.Closed):
-            writer.wallet_changed(WalletChange(wid, position, at, version, status=CLOSED))
+    def __init__(self) -> None:
+        self._handlers = {
+            Wallet.Opened: self._opened,
+            Wallet.Debited: self._debited,
+            Wallet.Credited: self._credited,
+            Wallet.HoldPlaced: self._pending,
+            Wallet.HoldReleased: self._pending,
+            Wallet.Frozen: self._status(FROZEN),
+            Wallet.Unfrozen: self._status(ACTIVE),
+            Wallet.Closed: self._status(CLOSED),
+        }
 
     @staticmethod
-    def _world_currency(event: Wallet.Debited | Wallet.Credited) -> str | None:
-        # The event does not name its currency; the world id encodes it, so test the
-        # currencies this event could be in by id. Cheap: ids are derived, not looked up.
-        return _WORLD_IDS.currency_of(event.counterparty_id)
+    def _opened(s: State, position: int, writer: BalancesWriter) -> None:
+        writer.wallet_opened(
+            s["originator_id"],
+            s["merchant_id"],
+            s["currency"],
+            s["credit_limit"],
+            s["metadata"],
+            s["timestamp"],
+            position,
+        )
+
+    @staticmethod
+    def _debited(s: State, position: int, writer: BalancesWriter) -> None:
+        at = s["timestamp"]
+        writer.wallet_changed(
+            s["originator_id"], "posted", s["posted_after"], s["originator_version"], at, position
+        )
+        counterparty = s["counterparty_id"]
+        # The event does not name its currency; the world id encodes it. Cheap: ids are
+        # derived, not looked up.
+        world_currency = _WORLD_IDS.currency_of(counterparty)
+        if world_currency is not None:
+            # The world account mirrors the wallet side: a withdrawal debits the wallet
+            # and credits world.
+            writer.world_moved(counterparty, world_currency, s["amount"], at, position)
+
+    @staticmethod
+    def _credited(s: State, position: int, writer: BalancesWriter) -> None:
+        at = s["timestamp"]
+        writer.wallet_changed(
+            s["originator_id"], "posted", s["posted_after"], s["originator_version"], at, position
+        )
+        counterparty = s["counterparty_id"]
+        world_currency = _WORLD_IDS.currency_of(counterparty)
+        if world_currency is not None:
+            # A deposit credits the wallet and debits world.
+            writer.world_moved(counterparty, world_currency, -s["amount"], at, position)
+
+    @staticmethod
+    def _pending(s: State, position: int, writer: BalancesWriter) -> None:
+        writer.wallet_changed(
+            s["originator_id"],
+            "pending",
+            s["pending_after"],
+            s["originator_version"],
+            s["timestamp"],
+            position,
+        )
+
+    @staticmethod
+    def _status(status: str) -> Handler:
+        def handle(s: State, position: int, writer: BalancesWriter) -> None:
+            writer.wallet_changed(
+                s["originator_id"],
+                "status",
+                status,
+                s["originator_version"],
+                s["timestamp"],
+                position,
+            )
+
+        return handle
 
 
 class _WorldIds:
@@ -110,30 +154,31 @@ def world_currency_of(account_id: str) -> str | None:
     return _WORLD_IDS.currency_of(account_id)
 
 
-class StatementsProjector:
+class StatementsProjector(StateProjector):
     """Every posting of every wallet, with the posted balance after it."""
 
     name = "statements"
     consumes: tuple[type, ...] = (Wallet.Debited, Wallet.Credited)
 
-    def process(self, event: Any, position: int, writer: StatementsWriter) -> None:
-        if isinstance(event, Wallet.Debited | Wallet.Credited):
-            sign = 1 if isinstance(event, Wallet.Credited) else -1
-            writer.add_entry(
-                StatementEntry(
-                    wallet_id=str(event.originator_id),
-                    position=position,
-                    transfer_id=event.transfer_id,
-                    kind=event.kind,
-                    amount=sign * event.amount,
-                    posted_after=event.posted_after,
-                    counterparty_id=event.counterparty_id,
-                    at=event.timestamp,
-                )
-            )
+    def __init__(self) -> None:
+        self._handlers = {Wallet.Debited: self._debited, Wallet.Credited: self._credited}
+
+    @staticmethod
+    def _debited(s: State, position: int, writer: StatementsWriter) -> None:
+        writer.add_entry(
+            (s["originator_id"], position, s["transfer_id"], s["kind"], -s["amount"],
+             s["posted_after"], s["counterparty_id"], s["timestamp"])
+        )  # fmt: skip
+
+    @staticmethod
+    def _credited(s: State, position: int, writer: StatementsWriter) -> None:
+        writer.add_entry(
+            (s["originator_id"], position, s["transfer_id"], s["kind"], s["amount"],
+             s["posted_after"], s["counterparty_id"], s["timestamp"])
+        )  # fmt: skip
 
 
-class TransfersProjector:
+class TransfersProjector(StateProjector):
     """Transfers with their status (pending, posted, voided, expired)."""
 
     name = "transfers"
@@ -144,35 +189,36 @@ class TransfersProjector:
         Transfer.Expired,
     )
 
-    def process(self, event: Any, position: int, writer: TransfersWriter) -> None:
-        tid = str(event.originator_id)
-        if isinstance(event, Transfer.Created):
-            writer.transfer_created(
-                TransferRow(
-                    transfer_id=tid,
-                    merchant_id=event.merchant_id,
-                    kind=event.kind,
-                    debit_account_id=event.debit_account_id,
-                    credit_account_id=event.credit_account_id,
-                    amount=event.amount,
-                    currency=event.currency,
-                    status="pending" if event.pending else POSTED,
-                    posted_amount=0 if event.pending else event.amount,
-                    pending=event.pending,
-                    expires_at=event.expires_at,
-                    metadata=event.metadata,
-                    created_at=event.timestamp,
-                    position=position,
-                )
-            )
-        elif isinstance(event, Transfer.Posted):
-            writer.transfer_changed(
-                TransferChange(tid, POSTED, event.amount, event.timestamp, position)
-            )
-        elif isinstance(event, Transfer.Voided):
-            writer.transfer_changed(TransferChange(tid, VOIDED, None, event.timestamp, position))
-        elif isinstance(event, Transfer.Expired):
-            writer.transfer_changed(TransferChange(tid, EXPIRED, None, event.timestamp, position))
+    def __init__(self) -> None:
+        self._handlers = {
+            Transfer.Created: self._created,
+            Transfer.Posted: self._posted,
+            Transfer.Voided: self._ended(VOIDED),
+            Transfer.Expired: self._ended(EXPIRED),
+        }
+
+    @staticmethod
+    def _created(s: State, position: int, writer: TransfersWriter) -> None:
+        at = s["timestamp"]
+        amount = s["amount"]
+        pending = s["pending"]
+        writer.transfer_created(
+            (s["originator_id"], s["merchant_id"], s["kind"], s["debit_account_id"],
+             s["credit_account_id"], amount, s["currency"], "pending" if pending else POSTED,
+             0 if pending else amount, pending, s["expires_at"], s["metadata"], at, at,
+             position)
+        )  # fmt: skip
+
+    @staticmethod
+    def _posted(s: State, position: int, writer: TransfersWriter) -> None:
+        writer.transfer_changed(s["originator_id"], POSTED, s["amount"], s["timestamp"], position)
+
+    @staticmethod
+    def _ended(status: str) -> Handler:
+        def handle(s: State, position: int, writer: TransfersWriter) -> None:
+            writer.transfer_changed(s["originator_id"], status, None, s["timestamp"], position)
+
+        return handle
 
 
 def all_projectors() -> list[Any]:
