@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from domain.currencies import MINOR_UNITS
 from domain.errors import CurrencyMismatch, InvalidAmount, UnknownCurrency
@@ -27,9 +26,10 @@ class Currency:
 
     @classmethod
     def of(cls, code: object) -> Currency:
-        if not isinstance(code, str) or code not in MINOR_UNITS:
+        known = _CURRENCIES.get(code) if isinstance(code, str) else None
+        if known is None:
             raise UnknownCurrency(f"{code!r} is not an ISO 4217 currency code")
-        return cls(code, MINOR_UNITS[code])
+        return known
 
 
 @dataclass(frozen=True, slots=True, order=False)
@@ -65,15 +65,13 @@ class Money:
             )
         if len(text) > 40 or not _DECIMAL_RE.match(text):
             raise InvalidAmount(f'amount {text!r} is not a plain decimal string such as "12.34"')
-        _, _, frac = text.partition(".")
+        whole, _, frac = text.partition(".")
         if len(frac) > cur.exponent:
             raise InvalidAmount(
                 f"{cur.code} allows {cur.exponent} decimal places; {text!r} has {len(frac)}"
             )
-        try:
-            minor = int(Decimal(text).scaleb(cur.exponent))
-        except InvalidOperation as exc:  # pragma: no cover - regex makes this unreachable
-            raise InvalidAmount(f"amount {text!r} is not a number") from exc
+        # The regex admits ASCII digits only: exact integer arithmetic, no Decimal needed.
+        minor = int(whole + frac.ljust(cur.exponent, "0"))
         money = cls(minor, cur)
         if allow_zero and minor == 0:
             return money
@@ -117,6 +115,9 @@ class Money:
 
     def __str__(self) -> str:
         return f"{self.format()} {self.currency.code}"
+
+
+_CURRENCIES = {code: Currency(code, exponent) for code, exponent in MINOR_UNITS.items()}
 
 
 def format_minor(minor: int, exponent: int) -> str:

@@ -45,8 +45,15 @@ _DIGITS = re.compile(r"[0-9]+")  # ASCII only: \d would match other scripts' dig
 # regex engine's speed. Bounded (12 steps of two choices): no catastrophic backtracking.
 _CANDIDATE = re.compile(r"[0-9](?:[ \-]?[0-9]){12}")
 _STRETCH = re.compile(r"[0-9 \-]+")
+# Where _CANDIDATE windows can be: runs of thirteen or more digits, spaces and dashes from
+# a digit on (a window is made of nothing else). A plain character-class loop for the regex
+# engine, so text of ids and amounts is passed over fast and only such runs are searched.
+_RUN = re.compile(r"[0-9][0-9 \-]{12,}")
 # A JSON number with an exponent may stand for a 13-19 digit integer in fewer digits.
-_RAW_EXPONENT = re.compile(rb"(?:^|[:,\[])\s*-?[0-9]+(?:\.[0-9]*)?[eE]")
+# Two patterns, not one alternation with ``^``: a pattern that starts with a character
+# class lets the regex engine skip ahead to the next ``:``, ``,`` or ``[``.
+_RAW_EXPONENT = re.compile(rb"[:,\[]\s*-?[0-9]+(?:\.[0-9]*)?[eE]")
+_RAW_EXPONENT_FIRST = re.compile(rb"\s*-?[0-9]+(?:\.[0-9]*)?[eE]")
 # The digit sum of 2*d, for the digits Luhn doubles.
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
@@ -87,11 +94,17 @@ def text_contains_pan(text: str) -> bool:
     before that window chains to it (else the window would start earlier). So each such
     stretch is scanned from its first window on, once, and text that is mostly other
     characters (ids, hex, prose) costs a pass of the regex engine."""
-    scanned_to = 0
-    for window in _CANDIDATE.finditer(text):
+    return any(_run_contains_pan(text, run.start(), run.end()) for run in _RUN.finditer(text))
+
+
+def _run_contains_pan(text: str, lo: int, hi: int) -> bool:
+    """One maximal run of digits, spaces and dashes (from its first digit): windows never
+    cross a run's ends, so the run is scanned on its own."""
+    scanned_to = lo
+    for window in _CANDIDATE.finditer(text, lo, hi):
         if window.start() < scanned_to:
             continue
-        match = _STRETCH.match(text, window.end())
+        match = _STRETCH.match(text, window.end(), hi)
         end = match.end() if match else window.end()
         if _stretch_contains_pan(text, window.start(), end):
             return True
@@ -133,7 +146,7 @@ def json_may_hold_pan(raw: bytes) -> bool:
     backslash (an escape could spell a digit, or put a letter such as ``\\t`` before one) or
     a number with an exponent (a 16-digit integer in four digits) sends the body to the
     full scan."""
-    if b"\\" in raw or _RAW_EXPONENT.search(raw) is not None:
+    if b"\\" in raw or _RAW_EXPONENT.search(raw) or _RAW_EXPONENT_FIRST.match(raw):
         return True
     try:
         text = raw.decode()
