@@ -100,9 +100,17 @@ def json_response(outcome: Outcome) -> Response:
 def request_hash(method: str, path: str, raw: bytes) -> str:
     """Hash of what the request asks for: the same JSON in another key order is the same."""
     try:
-        canonical = orjson.dumps(orjson.loads(raw or b"null"), option=orjson.OPT_SORT_KEYS)
+        return parsed_request_hash(method, path, orjson.loads(raw or b"null"))
     except orjson.JSONDecodeError:
-        canonical = raw
+        return _digest(method, path, raw)
+
+
+def parsed_request_hash(method: str, path: str, body: Any) -> str:
+    """``request_hash`` of a body already parsed from JSON."""
+    return _digest(method, path, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+
+
+def _digest(method: str, path: str, canonical: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
 

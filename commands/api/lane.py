@@ -24,7 +24,13 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from commands.api.deps import ApiContext, principal_for, request_hash, run_command, writer_key
+from commands.api.deps import (
+    ApiContext,
+    parsed_request_hash,
+    principal_for,
+    run_command,
+    writer_key,
+)
 from commands.api.errors import known_error_response
 from commands.model import Command, Principal
 from commands.problems import RequestProblem
@@ -91,11 +97,12 @@ class CommandLane:
         except RequestProblem:
             return None
         try:
-            command = route.command(route.model.model_validate(orjson.loads(raw)))
+            body = orjson.loads(raw)
+            command = route.command(route.model.model_validate(body))
         except (orjson.JSONDecodeError, ValidationError, LedgerError):
             return None
-        request_id = _text(headers.get(b"x-request-id"))
-        return command, principal, key, request_id, request_hash("POST", scope["path"], raw)
+        digest = parsed_request_hash("POST", scope["path"], body)
+        return command, principal, key, _text(headers.get(b"x-request-id")), digest
 
 
 def _text(value: bytes | None) -> str | None:
