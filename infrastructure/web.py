@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.routing import Route
@@ -13,7 +13,7 @@ from commands.api.deps import ApiContext
 from infrastructure.container import Container
 from infrastructure.payment_read_queries import PgPaymentReadQueries
 from infrastructure.payments import BreakerHealth
-from infrastructure.read_queries import PgReadQueries
+from infrastructure.read_queries import BatchedReads, PgReadQueries
 from infrastructure.schedule_queries import PgScheduleListing
 from infrastructure.schedule_read_queries import PgScheduleReadQueries
 from read_api.asgi import create_graphql_app
@@ -25,7 +25,8 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         container.start_background()
         try:
-            yield
+            async with graphql_reads():
+                yield
         finally:
             if manage_lifecycle:
                 container.close()
@@ -45,7 +46,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         container.settings.max_body_bytes,
     )
     app.state.scheduled_payments = PgScheduleListing(container.pool)
-    _mount_graphql(app, container)
+    graphql_reads = _mount_graphql(app, container)
     return app
 
 
@@ -56,7 +57,11 @@ def _provider_health(container: Container) -> BreakerHealth | None:
     return BreakerHealth(services.board, services.providers)
 
 
-def _mount_graphql(app: FastAPI, container: Container) -> None:
+def _mount_graphql(
+    app: FastAPI, container: Container
+) -> Callable[[], AbstractAsyncContextManager[None]]:
+    """Mount /graphql; return the context the lifespan serves in: inside it, one-wallet
+    lookups made together on the serving loop share one query (``BatchedReads``)."""
     settings = container.settings
     queries = PgReadQueries(container.pool)
     payments = PgPaymentReadQueries(container.pool)
@@ -86,3 +91,13 @@ def _mount_graphql(app: FastAPI, container: Container) -> None:
         schedules=schedules,
     )
     app.include_router(router, prefix="/graphql")
+
+    @asynccontextmanager
+    async def batched_reads() -> AsyncIterator[None]:
+        unbatched, graphql.contexts.reads = graphql.contexts.reads, BatchedReads(queries)
+        try:
+            yield
+        finally:
+            graphql.contexts.reads = unbatched
+
+    return batched_reads

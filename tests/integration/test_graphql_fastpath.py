@@ -4,12 +4,16 @@ answers, limits and errors as the FastAPI router it replaced."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
+from domain.ledger import world_account_id
 from domain.principal import Principal
+from infrastructure.read_queries import BatchedReads, PgReadQueries
 from read_api import asgi
 from read_api.asgi import ContextFactory, LedgerGraphQL
+from read_api.ports import Scope, WalletRecord
 from tests.conftest import auth, new_key, wait_for_projections
 
 pytestmark = pytest.mark.integration
@@ -114,3 +118,51 @@ def test_an_accepted_key_is_trusted_briefly_then_asked_again(monkeypatch) -> Non
     now[0] += asgi.KEY_TRUST_S + 0.01
     assert asyncio.run(principals()) == [None] * 3
     assert calls == ["good"] * 4  # unknown keys are never trusted
+
+
+def test_batched_wallet_lookups_answer_each_with_its_own_scope(
+    client, container, merchant_key, other_merchant_key
+):
+    mine, _ = funded_wallet(client, container, merchant_key)
+    theirs, _ = funded_wallet(client, container, other_merchant_key)
+    world = str(world_account_id("USD"))
+    missing = str(uuid.uuid4())
+    queries = PgReadQueries(container.pool)
+    batches: list[tuple[int, Scope]] = []
+    by_id = queries.wallets_by_id
+
+    def counted(ids: list[str], scope: Scope) -> dict[str, WalletRecord]:
+        batches.append((len(ids), scope))
+        return by_id(ids, scope)
+
+    queries.wallets_by_id = counted  # type: ignore[method-assign]
+    acme, everyone = Scope("acme"), Scope(None)
+    asks = [(w, s) for w in (mine, theirs, world, missing) for s in (acme, everyone)] * 3
+
+    async def lookups() -> list[WalletRecord | None]:
+        reads = BatchedReads(queries)
+        return await asyncio.gather(*(reads.wallet(w, s) for w, s in asks))
+
+    answers = asyncio.run(lookups())
+    assert answers == [queries.wallet(w, s) for w, s in asks]
+    assert [a is not None for a in answers[:8]] == [True, True, False, True, False, True] + [
+        False,
+        False,
+    ]
+    assert sorted(batches, key=lambda b: b[1].sees_all) == [(4, acme), (4, everyone)]
+
+
+def test_a_failed_batch_fails_each_of_its_lookups(container) -> None:
+    queries = PgReadQueries(container.pool)
+
+    def broken(ids: list[str], scope: Scope) -> dict[str, WalletRecord]:
+        raise RuntimeError("connection lost")
+
+    queries.wallets_by_id = broken  # type: ignore[method-assign]
+
+    async def lookups() -> list[object]:
+        reads = BatchedReads(queries)
+        asks = (reads.wallet(str(uuid.uuid4()), Scope(None)) for _ in range(3))
+        return await asyncio.gather(*asks, return_exceptions=True)
+
+    assert [str(e) for e in asyncio.run(lookups())] == ["connection lost"] * 3
