@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Self, cast
+from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
+import psycopg
+from eventsourcing.persistence import IntegrityError, ProgrammingError, StoredEvent, Transcoder
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from commands.idempotency import IdempotencyKeyTaken, IdempotencyRecord
@@ -38,14 +43,115 @@ class OrjsonTranscoder(Transcoder):
         return state
 
 
+_ARRAY_HEAD = struct.Struct("!iiiii").pack  # dimensions, has nulls, element oid, length, lbound
+_EMPTY_ARRAY_HEAD = struct.Struct("!iii").pack  # no dimensions
+_LENGTH = struct.Struct("!i").pack
+_INT8_ITEM = struct.Struct("!iq").pack
+_INT4_ITEM = struct.Struct("!ii").pack
+_UUID_LENGTH = _LENGTH(16)
+_NULL_ITEM = _LENGTH(-1)
+
+
+class BinaryArray:
+    """A one-dimensional array already in PostgreSQL's binary format, sent with ``%b``.
+
+    psycopg dumps a list element by element in Python (a text array of bytea through a
+    regular expression as well); these are built with one ``join`` per array.
+    """
+
+    __slots__ = ("data",)
+    OID: ClassVar[int]
+    ELEMENT_OID: ClassVar[int]
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @classmethod
+    def _build(cls, count: int, items: bytes, has_null: bool = False) -> Self:
+        if not count:
+            return cls(_EMPTY_ARRAY_HEAD(0, 0, cls.ELEMENT_OID))
+        return cls(_ARRAY_HEAD(1, int(has_null), cls.ELEMENT_OID, count, 1) + items)
+
+
+class UuidArray(BinaryArray):
+    __slots__ = ()
+    OID, ELEMENT_OID = 2951, 2950
+
+    @classmethod
+    def of(cls, values: Sequence[UUID]) -> Self:
+        return cls._build(len(values), _UUID_LENGTH + _UUID_LENGTH.join([v.bytes for v in values]))
+
+
+class Int8Array(BinaryArray):
+    """``bigint[]``; None goes out as NULL."""
+
+    __slots__ = ()
+    OID, ELEMENT_OID = 1016, 20
+
+    @classmethod
+    def of(cls, values: Sequence[int | None]) -> Self:
+        items = [_NULL_ITEM if v is None else _INT8_ITEM(8, v) for v in values]
+        return cls._build(len(values), b"".join(items), None in values)
+
+
+class Int4Array(BinaryArray):
+    __slots__ = ()
+    OID, ELEMENT_OID = 1007, 23
+
+    @classmethod
+    def of(cls, values: Sequence[int]) -> Self:
+        return cls._build(len(values), b"".join([_INT4_ITEM(4, v) for v in values]))
+
+
+class ByteaArray(BinaryArray):
+    __slots__ = ()
+    OID, ELEMENT_OID = 1001, 17
+
+    @classmethod
+    def of(cls, values: Sequence[bytes]) -> Self:
+        return cls._build(len(values), _length_prefixed(values))
+
+
+class TextArray(BinaryArray):
+    __slots__ = ()
+    OID, ELEMENT_OID = 1009, 25
+
+    @classmethod
+    def of(cls, values: Sequence[str]) -> Self:
+        return cls._build(len(values), _length_prefixed([v.encode() for v in values]))
+
+
+def _length_prefixed(values: Sequence[bytes]) -> bytes:
+    return b"".join([_LENGTH(len(v)) + v for v in values])
+
+
+class _BinaryArrayDumper(Dumper):
+    format = Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        data: bytes = obj.data
+        return data
+
+
+def _register(classes: Iterable[type[BinaryArray]]) -> None:
+    # On psycopg's global adapters: a connection copies them when it is created, and
+    # this module is imported before any connection is opened.
+    for array_cls in classes:
+        dumper = type(f"{array_cls.__name__}Dumper", (_BinaryArrayDumper,), {"oid": array_cls.OID})
+        psycopg.adapters.register_dumper(array_cls, dumper)
+
+
+_register((UuidArray, Int8Array, Int4Array, ByteaArray, TextArray))
+
+
 INSERT_IDEMPOTENCY = SQL(
     "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, position)"
     " VALUES (%s, %s, %s, %s, %s, %s)"
 )
 INSERT_IDEMPOTENCY_MANY = SQL(
     "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, position)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bytea[],"
-    " %s::bigint[])"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::bytea[],"
+    " %b::bigint[])"
 )
 
 # One command's idempotency record, and the index (within the transaction's events) of
@@ -67,22 +173,19 @@ def _insert_records(
 ) -> None:
     if not rows:
         return
-    columns: list[list[Any]] = [[], [], [], [], [], []]
-    for record, position in rows:
-        for column, value in zip(
-            columns,
-            (
-                record.merchant_id,
-                record.key,
-                record.request_hash,
-                record.status,
-                orjson.dumps(record.body_at(position)),
-                position,
-            ),
-            strict=True,
-        ):
-            column.append(value)
-    curs.execute(INSERT_IDEMPOTENCY_MANY, columns)
+    records = [record for record, _ in rows]
+    positions = [position for _, position in rows]
+    curs.execute(
+        INSERT_IDEMPOTENCY_MANY,
+        (
+            TextArray.of([r.merchant_id for r in records]),
+            TextArray.of([r.key for r in records]),
+            TextArray.of([r.request_hash for r in records]),
+            Int4Array.of([r.status for r in records]),
+            ByteaArray.of([orjson.dumps(r.body_at(p)) for r, p in rows]),
+            Int8Array.of(positions),
+        ),
+    )
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
@@ -134,10 +237,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
         curs.execute(
             self._insert_arrays_statement,
             (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
+                UuidArray.of([e.originator_id for e in stored_events]),  # type: ignore[misc]
+                Int8Array.of([e.originator_version for e in stored_events]),
+                TextArray.of([e.topic for e in stored_events]),
+                ByteaArray.of([e.state for e in stored_events]),
             ),
         )
 
@@ -158,7 +261,15 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        # As the library does, but with tuple rows: it builds a dict per returned row.
+        assert curs.statusmessage and curs.statusmessage.startswith("INSERT")
+        curs.row_factory = tuple_row  # type: ignore[assignment]
+        ids = [row[0] for row in cast("list[tuple[int]]", curs.fetchall())]
+        if len(ids) != len(stored_events):
+            msg = (
+                f"Couldn't get all notification IDs (got {len(ids)}, expected {len(stored_events)})"
+            )
+            raise ProgrammingError(msg)
         records = _records(kwargs)
         if records and ids:
             _insert_records(
@@ -194,4 +305,9 @@ def eventsourcing_env(
     }
 
 
-__all__ = ["LedgerRecorder", "OrjsonTranscoder", "PostgresDatastore", "eventsourcing_env"]
+__all__ = [
+    "LedgerRecorder",
+    "OrjsonTranscoder",
+    "PostgresDatastore",
+    "eventsourcing_env",
+]

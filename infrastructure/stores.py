@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 
 from commands.idempotency import StoredResponse
 from commands.model import ROLES, Principal
+from infrastructure.eventstore import UuidArray
 
 
 class PgIdempotencyStore:
@@ -64,8 +65,8 @@ class PgVersionProbe:
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT q.id, (SELECT max(e.originator_version) FROM ledger_events e"
-                " WHERE e.originator_id = q.id) FROM unnest(%s::uuid[]) AS q(id)",
-                (list(ids),),
+                " WHERE e.originator_id = q.id) FROM unnest(%b::uuid[]) AS q(id)",
+                (UuidArray.of(list(ids)),),
                 prepare=True,
             ).fetchall()
         return {r[0]: int(r[1]) for r in rows if r[1] is not None}
