@@ -13,6 +13,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.context import CommandContext
+from domain.direct_events import DirectEvents
 from domain.errors import InvalidAmount, PostExceedsPending, TransferExpired, TransferNotPending
 from domain.money import Money
 
@@ -27,7 +28,7 @@ DEPOSIT = "deposit"
 WITHDRAWAL = "withdrawal"
 
 
-class Transfer(Aggregate):
+class Transfer(DirectEvents, Aggregate):
     """A balanced movement of ``amount`` from ``debit_account_id`` to ``credit_account_id``."""
 
     class Event(Aggregate.Event):

@@ -8,6 +8,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.context import CommandContext
+from domain.direct_events import DirectEvents
 from domain.errors import (
     BalanceOverflow,
     CurrencyMismatch,
@@ -25,7 +26,7 @@ FROZEN = "frozen"
 CLOSED = "closed"
 
 
-class Wallet(Aggregate):
+class Wallet(DirectEvents, Aggregate):
     """A merchant's account. Balances are integer minor units of ``currency``.
 
     ``posted`` is settled money; ``pending`` is held for pending transfers;

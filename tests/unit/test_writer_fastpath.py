@@ -1,8 +1,9 @@
 """The writer's fast paths produce exactly what the library's generic code produces.
 
-``LedgerMapper`` (infrastructure/eventstore.py) makes the same stored events as the
-library's ``Mapper``: checked over a mixed history of every Wallet and Transfer event and
-over one instance of every domain event class.
+``DirectEvents`` (domain/direct_events.py) builds the same event objects as eventsourcing's
+``trigger_event`` and ``_create``, and ``LedgerMapper`` (infrastructure/eventstore.py)
+the same stored events as the library's ``Mapper``: checked over a mixed history of every
+Wallet and Transfer event, and the mapper over one instance of every domain event class.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
+import pytest
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 from eventsourcing.persistence import Mapper
 
 import domain
 from domain import ledger
 from domain.context import CommandContext
+from domain.direct_events import DirectEvents
 from domain.money import Currency, Money
 from domain.transfer import DEPOSIT, TRANSFER, WITHDRAWAL, Transfer
 from domain.wallet import Wallet
@@ -93,8 +96,38 @@ def _mixed_history() -> tuple[list[Aggregate], list[Any]]:
     return aggregates, events
 
 
+def _library_history() -> tuple[list[Aggregate], list[Any]]:
+    """The same history through eventsourcing's own trigger_event and _create."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delattr(DirectEvents, "trigger_event")
+        patch.delattr(DirectEvents, "_create")
+        assert "trigger_event" not in vars(DirectEvents)
+        return _mixed_history()
+
+
 def _attributes(event: Any) -> list[tuple[str, Any]]:
     return list(vars(event).items())  # in order: the stored JSON follows it
+
+
+def test_direct_events_equal_the_librarys_event_for_event() -> None:
+    fast_aggregates, fast = _mixed_history()
+    slow_aggregates, slow = _library_history()
+    assert len(fast) == len(slow) > 25
+    assert {type(e) for e in fast} == {
+        *(getattr(Wallet, n) for n in ("Opened", "Debited", "Credited", "HoldPlaced")),
+        *(getattr(Wallet, n) for n in ("HoldReleased", "Frozen", "Unfrozen", "Closed")),
+        Transfer.Created,
+        Transfer.Posted,
+        Transfer.Voided,
+        Transfer.Expired,
+    }
+    for mine, theirs in zip(fast, slow, strict=True):
+        assert type(mine) is type(theirs)
+        assert _attributes(mine) == _attributes(theirs)
+        assert mine == theirs
+    for mine_agg, their_agg in zip(fast_aggregates, slow_aggregates, strict=True):
+        assert type(mine_agg) is type(their_agg)
+        assert list(vars(mine_agg).items()) == list(vars(their_agg).items())
 
 
 def test_stored_events_replay_to_the_same_aggregates() -> None:
@@ -107,6 +140,26 @@ def test_stored_events_replay_to_the_same_aggregates() -> None:
         rebuilt[event.originator_id] = restored.mutate(rebuilt.get(event.originator_id))
     for aggregate in aggregates:
         assert rebuilt[aggregate.id] == aggregate
+
+
+def test_fast_path_keeps_pending_events_until_collected() -> None:
+    wallet = Wallet.open(_id("p"), "acme", USD, 0, {}, _ctx(0))
+    wallet.credit("t", Money.of(5, USD), "w", TRANSFER, _ctx(1))
+    assert [type(e) for e in wallet.pending_events] == [Wallet.Opened, Wallet.Credited]
+    assert (wallet.version, wallet.posted, wallet.modified_on) == (2, 5, _ctx(1).now)
+    assert wallet.created_on == _ctx(0).now
+    assert len(wallet.collect_events()) == 2
+    assert wallet.pending_events == []
+
+
+def test_fast_path_refuses_wrong_attributes_like_the_library() -> None:
+    wallet = Wallet.open(_id("q"), "acme", USD, 0, {}, _ctx(0))
+    with pytest.raises(TypeError):
+        wallet.trigger_event(Wallet.Frozen, reason="x", timestamp=T0)  # no correlation ids
+    with pytest.raises(TypeError):
+        wallet.trigger_event(Wallet.Unfrozen, unknown=1, **_ctx(1).stamp())
+    assert wallet.version == 1
+    assert len(wallet.pending_events) == 1
 
 
 # ---- the mapper ---------------------------------------------------------------------
