@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime
 from typing import Any
 
 from domain.ledger import world_account_id
@@ -28,13 +30,42 @@ def wallet_view(wallet: Wallet) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _exponent(currency: str) -> int:
+    return Currency.of(currency).exponent
+
+
+@functools.cache
+def _world_id(currency: str) -> str:
+    return str(world_account_id(currency))
+
+
 def account_ref(account_id: str, currency: str) -> str | None:
     """A wallet id, or None for the currency's ``world`` account."""
-    return None if account_id == str(world_account_id(currency)) else account_id
+    return None if account_id == _world_id(currency) else account_id
+
+
+class _LastIsoformat:
+    """``isoformat()`` of the last datetime object asked for: every transfer of one
+    command (a batch of a thousand) was created at the same instant, one object."""
+
+    def __init__(self) -> None:
+        # One tuple, replaced whole: a reader on another thread sees a matching pair.
+        self._last: tuple[datetime | None, str] = (None, "")
+
+    def __call__(self, value: datetime) -> str:
+        last = self._last
+        if last[0] is not value:
+            # Identity, not equality: equal instants in other time zones print otherwise.
+            last = self._last = (value, value.isoformat())
+        return last[1]
+
+
+_created_at = _LastIsoformat()
 
 
 def transfer_view(transfer: Transfer) -> dict[str, Any]:
-    exp = Currency.of(transfer.currency).exponent
+    exp = _exponent(transfer.currency)
     return {
         "id": str(transfer.id),
         "kind": transfer.kind,
@@ -48,7 +79,7 @@ def transfer_view(transfer: Transfer) -> dict[str, Any]:
         "posted_amount": format_minor(transfer.posted_amount, exp),
         "expires_at": transfer.expires_at.isoformat() if transfer.expires_at else None,
         "metadata": transfer.metadata,
-        "created_at": transfer.created_on.isoformat(),
+        "created_at": _created_at(transfer.created_on),
     }
 
 

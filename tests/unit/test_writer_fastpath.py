@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -21,6 +21,8 @@ from eventsourcing.domain import Aggregate, CanMutateAggregate
 from eventsourcing.persistence import Mapper
 
 import domain
+from commands.handlers import ID_NAMESPACE, derived_id
+from commands.views import transfer_view
 from domain import ledger
 from domain.context import CommandContext
 from domain.direct_events import DirectEvents
@@ -243,3 +245,54 @@ def test_ledger_mapper_defers_to_the_library_with_a_compressor() -> None:
     library: Mapper[UUID] = Mapper(transcoder=OrjsonTranscoder(), compressor=Zlib())  # type: ignore[arg-type]
     for event in history:
         assert ours.to_stored_event(event) == library.to_stored_event(event)
+
+
+# ---- ids and views ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("transfer", "acme", "key-1", "0"),
+        ("wallet", "mërchant ✓", "", "999"),
+        ("payment", "a\x1fb", "𝄞" * 40, "12"),
+    ],
+)
+def test_derived_id_is_uuid5_of_the_joined_parts(parts: tuple[str, ...]) -> None:
+    assert derived_id(*parts) == uuid5(ID_NAMESPACE, "\x1f".join(parts))
+    assert derived_id(*parts).version == 5
+
+
+def test_transfer_view_prints_each_creation_time_in_its_own_zone() -> None:
+    one = Transfer.create(
+        _id("v1"),
+        merchant_id="acme",
+        kind=DEPOSIT,
+        debit_account_id=str(ledger.world_account_id("USD")),
+        credit_account_id=str(_id("a")),
+        amount=Money.of(1, USD),
+        pending=False,
+        expires_at=None,
+        metadata={},
+        ctx=_ctx(0),
+    )
+    shifted = CommandContext(_ctx(0).now.astimezone(timezone(timedelta(hours=2))), "c", "k")
+    other = Transfer.create(
+        _id("v2"),
+        merchant_id="acme",
+        kind=DEPOSIT,
+        debit_account_id=str(ledger.world_account_id("USD")),
+        credit_account_id=str(_id("a")),
+        amount=Money.of(1, USD),
+        pending=False,
+        expires_at=None,
+        metadata={},
+        ctx=shifted,
+    )
+    assert one.created_on == other.created_on
+    for _ in range(2):
+        assert transfer_view(one)["created_at"] == "2026-11-30T06:00:00+00:00"
+        assert transfer_view(other)["created_at"] == "2026-11-30T08:00:00+02:00"
+    assert transfer_view(one)["debit_wallet_id"] is None
+    assert transfer_view(one)["credit_wallet_id"] == str(_id("a"))
+    assert transfer_view(one)["amount"] == "0.01"
