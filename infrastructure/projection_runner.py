@@ -189,6 +189,10 @@ class ProjectionRunner:
                 for i in route.by_object:
                     if nid > floors[i]:
                         process[i](event, nid, buffers[i])
+        for buffer in buffers:  # rows to bytes here, on the read-ahead thread
+            seal = getattr(buffer, "seal", None)
+            if seal is not None:
+                seal()
         return Prepared(min(floors), len(events), int(events[-1][0]), buffers)
 
     def _prepare_after(self, start: int) -> Prepared | None:

@@ -7,8 +7,9 @@ Writers buffer a batch of events' rows in memory and flush them with COPY and on
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -99,11 +100,16 @@ def create_table(conn: Connection[Any], projection: str, table: str) -> None:
 
 # ---- buffered writers ---------------------------------------------------------------------
 #
-# A catch-up writes hundreds of thousands of rows, so rows travel as cheaply as psycopg
-# allows: COPY rows of plain values (ids and timestamps are already text: the projectors
-# hand over the stored events' own), JSON as text formatted by orjson, and a batch's
-# updates as one JSON document read with ``json_to_recordset`` (psycopg dumps array
-# parameters element by element in Python).
+# A catch-up writes hundreds of thousands of rows, so rows travel as cheaply as they can:
+# COPY rows and array literals formatted here (ids and timestamps are already text: the
+# projectors hand over the stored events' own), JSON as text formatted by orjson. psycopg
+# would dump array parameters element by element in Python, and PostgreSQL reads
+# ``json_to_recordset`` slower than array literals.
+#
+# The runner calls each buffer's ``seal()`` on the thread that projected the batch (the
+# read-ahead thread), so ``flush``, on the thread holding the transaction, only sends
+# bytes. COPY rows go sorted by the table's primary key: PostgreSQL then inserts
+# neighbouring index keys one after the other instead of all over the index.
 
 
 def timestamp_text(value: datetime | str | None) -> str | None:
@@ -125,10 +131,88 @@ def json_text(value: Any) -> str:
     return "{}" if value == {} else orjson.dumps(value).decode()
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
+_FIRST = itemgetter(0)
+
+
+def copy_field(value: Any) -> str:
+    """``value`` as a field of COPY's text format (None as NULL, JSON for dicts and lists)."""
+    if value is None:
+        return _NULL
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, dict | list):
+        return json_text(value).translate(_COPY_ESCAPES)
+    return str(value)
+
+
+def copy_rows(rows: Iterable[Sequence[Any]]) -> bytes:
+    """``rows`` in COPY's text format, every value escaped."""
+    return "".join(["\t".join(map(copy_field, row)) + "\n" for row in rows]).encode()
+
+
+def copy_text(
+    rows: Sequence[Sequence[Any]], lines: list[str], columns: int, nulls: int = 0
+) -> bytes:
+    """``lines`` (``rows`` formatted by one f-string each, nothing escaped but ``nulls``
+    NULL markers) if no value needed escaping, else ``rows`` formatted with every value
+    escaped. Counts of the separators tell: a value holding a tab or a newline adds one."""
+    text = "".join(lines)
+    if (
+        text.count("\t") == len(lines) * (columns - 1)
+        and text.count("\n") == len(lines)
+        and text.count("\\") == nulls
+        and text.count("\t\\N\t") == nulls
+        and "\r" not in text
+    ):
+        return text.encode()
+    return copy_rows(rows)
+
+
+def int_array(values: Sequence[int | None]) -> str | None:
+    """An array literal of integers and NULLs, or None if a value is anything else."""
+    if not set(map(type, values)) <= _INT_OR_NONE:
+        return None
+    return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
+
+
+_INT_OR_NONE = {int, type(None)}
+
+
+def text_array(values: Sequence[str | None]) -> str | None:
+    """An array literal of the strings (double-quoted) and NULLs, or None if a string holds
+    a double quote or a backslash (it would need escaping)."""
+    literal = "{" + ",".join(["NULL" if v is None else f'"{v}"' for v in values]) + "}"
+    if literal.count('"') != 2 * (len(values) - values.count(None)) or "\\" in literal:
+        return None
+    return literal
+
+
 def _copy_statement(table: str, columns: tuple[str, ...]) -> sql.Composed:
     return sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+
+
+# Columns absent from a change are NULL, and NULL keeps the column.
+_BALANCES_UPDATE = (
+    "UPDATE {t} AS b SET posted = COALESCE(c.posted, b.posted) + c.world_delta,"
+    " pending = COALESCE(c.pending, b.pending), status = COALESCE(c.status, b.status),"
+    " version = COALESCE(c.version, b.version), updated_at = c.updated_at,"
+    " position = c.position FROM {c} WHERE b.wallet_id = c.wallet_id"
+)
+_BALANCES_ARRAYS = (
+    "unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::int[],"
+    " %s::timestamptz[], %s::bigint[]) AS c(wallet_id, posted, world_delta, pending, status,"
+    " version, updated_at, position)"
+)
+_BALANCES_JSON = (
+    "json_to_recordset(%s::json) AS c(wallet_id uuid, posted bigint, world_delta bigint,"
+    " pending bigint, status text, version int, updated_at timestamptz, position bigint)"
+)
 
 
 class BalancesBuffer:
@@ -140,10 +224,12 @@ class BalancesBuffer:
         self.table = table
         # wallet id -> its row (as in OPENED_COLS) when opened in this batch
         self.opened: dict[str, dict[str, Any]] = {}
-        # wallet id -> the columns to set (and the world delta to add), as json_to_recordset
-        # reads them: absent keys are NULL, and NULL keeps the column.
+        # wallet id -> the columns to set (and the world delta to add); absent: kept
         self.changes: dict[str, dict[str, Any]] = {}
         self.worlds: dict[str, tuple[str, str, int]] = {}
+        self.opened_data: bytes | None = None
+        # the changes as array literals, one per column; () when sent as JSON instead
+        self.arrays: tuple[str | None, ...] | None = None
 
     def wallet_opened(
         self,
@@ -182,7 +268,10 @@ class BalancesBuffer:
     def wallet_changed(
         self, wallet_id: str, column: str, value: Any, version: int, at: str, position: int
     ) -> None:
-        target = self._target(wallet_id)
+        # _target inlined: one call per posting saved
+        target = self.opened.get(wallet_id) or self.changes.get(wallet_id)
+        if target is None:
+            target = self.changes[wallet_id] = {"wallet_id": wallet_id, "world_delta": 0}
         target[column] = value
         target["version"] = version
         target["updated_at"] = at
@@ -198,7 +287,28 @@ class BalancesBuffer:
         target["updated_at"] = at
         target["position"] = position
 
+    def seal(self) -> None:
+        if self.opened:
+            self.opened_data = copy_rows(
+                [r[c] for c in self.OPENED_COLS]
+                for r in sorted(self.opened.values(), key=_WALLET_ID)
+            )
+        changes = sorted(self.changes.values(), key=_WALLET_ID)
+        arrays = (
+            text_array([c["wallet_id"] for c in changes]),
+            int_array([c.get("posted") for c in changes]),
+            int_array([c["world_delta"] for c in changes]),
+            int_array([c.get("pending") for c in changes]),
+            text_array([c.get("status") for c in changes]),
+            int_array([c.get("version") for c in changes]),
+            text_array([c["updated_at"] for c in changes]),
+            int_array([c["position"] for c in changes]),
+        )
+        self.arrays = arrays if None not in arrays else ()
+
     def flush(self, conn: Connection[Any]) -> None:
+        if self.arrays is None:
+            self.seal()
         t = sql.Identifier(self.table)
         with conn.cursor() as cur:
             if self.worlds:
@@ -213,31 +323,24 @@ class BalancesBuffer:
                         for w, (c, at, p) in self.worlds.items()
                     ],
                 )
-            if self.opened:
+            if self.opened_data:
                 with cur.copy(_copy_statement(self.table, self.OPENED_COLS)) as copy:
-                    for r in self.opened.values():
-                        copy.write_row(
-                            (r["wallet_id"], r["merchant_id"], r["currency"], r["status"],
-                             r["credit_limit"], r["posted"], r["pending"], json_text(r["metadata"]),
-                             r["is_system"], r["version"], timestamp_text(r["opened_at"]),
-                             timestamp_text(r["updated_at"]), r["position"])
-                        )  # fmt: skip
+                    copy.write(self.opened_data)
             if self.changes:
                 # One statement for every changed wallet of the batch.
-                cur.execute(
-                    sql.SQL(
-                        "UPDATE {t} AS b SET posted = COALESCE(c.posted, b.posted) + c.world_delta,"
-                        " pending = COALESCE(c.pending, b.pending),"
-                        " status = COALESCE(c.status, b.status),"
-                        " version = COALESCE(c.version, b.version),"
-                        " updated_at = c.updated_at, position = c.position"
-                        " FROM json_to_recordset(%s::json) AS c(wallet_id uuid, posted bigint,"
-                        " world_delta bigint, pending bigint, status text, version int,"
-                        " updated_at timestamptz, position bigint)"
-                        " WHERE b.wallet_id = c.wallet_id"
-                    ).format(t=t),
-                    (json_text(list(self.changes.values())),),
-                )
+                if self.arrays:
+                    cur.execute(
+                        sql.SQL(_BALANCES_UPDATE).format(t=t, c=sql.SQL(_BALANCES_ARRAYS)),
+                        self.arrays,
+                    )
+                else:
+                    cur.execute(
+                        sql.SQL(_BALANCES_UPDATE).format(t=t, c=sql.SQL(_BALANCES_JSON)),
+                        (json_text(list(self.changes.values())),),
+                    )
+
+
+_WALLET_ID = itemgetter("wallet_id")
 
 
 class StatementsBuffer:
@@ -248,13 +351,21 @@ class StatementsBuffer:
         self.table = table
         self.rows: list[StatementRow] = []
         self.add_entry = self.rows.append  # the port's one method: rows are COPY rows
+        self.data: bytes | None = None
+
+    def seal(self) -> None:
+        # Stable: each wallet's rows stay in position order, so rows go in key order.
+        rows = sorted(self.rows, key=_FIRST)
+        lines = [f"{w}\t{p}\t{t}\t{k}\t{a}\t{pa}\t{c}\t{at}\n" for w, p, t, k, a, pa, c, at in rows]
+        self.data = copy_text(rows, lines, len(self.COLS))
 
     def flush(self, conn: Connection[Any]) -> None:
         if not self.rows:
             return
+        if self.data is None:
+            self.seal()
         with conn.cursor() as cur, cur.copy(_copy_statement(self.table, self.COLS)) as copy:
-            for row in self.rows:
-                copy.write_row(row)
+            copy.write(self.data or b"")
 
 
 class TransfersBuffer:
@@ -264,7 +375,6 @@ class TransfersBuffer:
     # Where a change lands in a row created in the same batch (a list in COLS order).
     _STATUS = COLS.index("status")
     _POSTED_AMOUNT = COLS.index("posted_amount")
-    _METADATA = COLS.index("metadata")
     _UPDATED_AT = COLS.index("updated_at")
     _POSITION = COLS.index("position")
 
@@ -273,6 +383,7 @@ class TransfersBuffer:
         self.created: dict[str, TransferRow | list[Any]] = {}
         # transfer id -> the columns to set, as json_to_recordset reads them
         self.changes: dict[str, dict[str, Any]] = {}
+        self.data: bytes | None = None
 
     def transfer_created(self, row: TransferRow) -> None:
         self.created[row[0]] = row
@@ -297,13 +408,24 @@ class TransfersBuffer:
         target["updated_at"] = at
         target["position"] = position
 
+    def seal(self) -> None:
+        rows = sorted(self.created.values(), key=_FIRST)
+        lines = [
+            f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{r[6]}\t{r[7]}\t{r[8]}\t"
+            f"{'t' if r[9] else 'f'}\t{_NULL if r[10] is None else r[10]}\t{json_text(r[11])}\t"
+            f"{r[12]}\t{r[13]}\t{r[14]}\n"
+            for r in rows
+        ]
+        nulls = sum(r[10] is None for r in rows)  # expires_at, the one nullable column
+        self.data = copy_text(rows, lines, len(self.COLS), nulls)
+
     def flush(self, conn: Connection[Any]) -> None:
         with conn.cursor() as cur:
             if self.created:
-                m = self._METADATA
+                if self.data is None:
+                    self.seal()
                 with cur.copy(_copy_statement(self.table, self.COLS)) as copy:
-                    for row in self.created.values():
-                        copy.write_row((*row[:m], json_text(row[m]), *row[m + 1 :]))
+                    copy.write(self.data or b"")
             if self.changes:
                 cur.execute(
                     sql.SQL(
