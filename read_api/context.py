@@ -26,6 +26,7 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext
+from strawberry.types import ExecutionContext
 
 from domain.errors import LedgerError, ValidationError
 from domain.principal import Principal
@@ -198,17 +199,21 @@ class ReadContext(BaseContext):
             await anyio.sleep(POLL_S)
 
 
+async def hold_until_min_position(execution_context: ExecutionContext) -> None:
+    """Wait for ``Ledger-Min-Position``; when it is not reached (or malformed), set the
+    operation's result to that one error, so nothing is executed."""
+    context = execution_context.context
+    if isinstance(context, ReadContext):
+        try:
+            await context.wait_for_min_position()
+        except LedgerError as exc:
+            error = GraphQLError(exc.detail, original_error=exc, extensions=problem_extensions(exc))
+            execution_context.result = GraphQLExecutionResult(data=None, errors=[error])
+
+
 class MinPositionGate(SchemaExtension):
     """Hold execution until ``Ledger-Min-Position`` is reached (see the module doc)."""
 
     async def on_execute(self) -> AsyncIterator[None]:
-        context = self.execution_context.context
-        if isinstance(context, ReadContext):
-            try:
-                await context.wait_for_min_position()
-            except LedgerError as exc:
-                error = GraphQLError(
-                    exc.detail, original_error=exc, extensions=problem_extensions(exc)
-                )
-                self.execution_context.result = GraphQLExecutionResult(data=None, errors=[error])
+        await hold_until_min_position(self.execution_context)
         yield

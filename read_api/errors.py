@@ -17,6 +17,7 @@ from typing import Any
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext as StrawberryExecutionContext
 from strawberry.types.execution import ExecutionResult
 
 from domain.errors import LedgerError
@@ -72,11 +73,16 @@ def shape(error: GraphQLError) -> GraphQLError:
     )
 
 
+def shape_errors(execution_context: StrawberryExecutionContext) -> None:
+    """Give every error of the operation's result a problem ``type``."""
+    result = execution_context.result
+    if isinstance(result, GraphQLExecutionResult | ExecutionResult) and result.errors:
+        result.errors = [shape(e) for e in result.errors]
+
+
 class ProblemErrors(SchemaExtension):
     """Give every error a problem ``type``; mask the messages of unexpected ones."""
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
-        if isinstance(result, GraphQLExecutionResult | ExecutionResult) and result.errors:
-            result.errors = [shape(e) for e in result.errors]
+        shape_errors(self.execution_context)

@@ -10,24 +10,20 @@ argument rules are in ``resolvers``; errors in ``errors``; ``Ledger-Min-Position
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, parse
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
 from read_api import resolvers
-from read_api.context import MinPositionGate
-from read_api.errors import ProblemErrors, is_expected
+from read_api.context import hold_until_min_position
+from read_api.errors import is_expected, shape_errors
 from read_api.payments import PaymentQuery
 from read_api.schedules import ScheduleQuery
 from read_api.types import (
@@ -42,6 +38,7 @@ from read_api.types import (
 
 DEFAULT_MAX_DEPTH = 8
 MAX_ALIASES = 15
+MAX_DOCUMENTS = 1024
 
 
 @strawberry.type
@@ -87,25 +84,74 @@ class LedgerSchema(strawberry.Schema):
             super().process_errors(unexpected, execution_context)
 
 
+class PreparedDocuments:
+    """Query texts parsed and validated once per schema: clients send the same few
+    documents again and again.
+
+    Keyed by the text alone: the schema and the rules (Strawberry's, then ``rules``) are
+    fixed for the schema's life. A text that does not parse is never kept (its syntax
+    error is raised again each time). At most ``MAX_DOCUMENTS`` texts; when full, it
+    starts again empty.
+    """
+
+    def __init__(self, rules: list[type[ASTValidationRule]]) -> None:
+        self.rules = tuple(rules)
+        self._known: dict[str, tuple[DocumentNode, list[GraphQLError]]] = {}
+
+    def prepare(self, context: ExecutionContext) -> tuple[DocumentNode, list[GraphQLError]]:
+        query = context.query or ""
+        known = self._known.get(query)
+        if known is None:
+            document = parse(query, **context.parse_options)
+            rules = (*context.validation_rules, *self.rules)
+            errors = validate_document(context.schema._schema, document, rules)
+            if len(self._known) >= MAX_DOCUMENTS:
+                self._known.clear()
+            known = self._known[query] = (document, errors)
+        return known
+
+
+class ReadExtension(SchemaExtension):
+    """All the read schema adds to an operation, as one extension (Strawberry sets up
+    every extension's hooks again for each request): cached parsing and validation with
+    the depth and alias limits, the ``Ledger-Min-Position`` gate (``context``) and problem
+    types on errors (``errors``)."""
+
+    def __init__(self, documents: PreparedDocuments) -> None:
+        super().__init__()
+        self.documents = documents
+        self.validation_errors: list[GraphQLError] = []
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        shape_errors(self.execution_context)
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        context.graphql_document, self.validation_errors = self.documents.prepare(context)
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        self.execution_context.pre_execution_errors = self.validation_errors
+        yield
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        await hold_until_min_position(self.execution_context)
+        yield
+
+
 def build_schema(max_depth: int = DEFAULT_MAX_DEPTH) -> strawberry.Schema:
     """The read schema, rejecting operations nested deeper than ``max_depth``."""
-    # Factories, not instances: Strawberry builds fresh extensions for every request.
     # The depth and alias rules are built once: the limiter extensions would build a new
-    # rule class per request, and ValidationCache keys on the rules, so it never hit.
-    rules = [
-        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
-    ]
-    # Factories, not instances: Strawberry builds fresh extensions for every request.
-    extensions: list[Any] = [
-        partial(AddValidationRules, rules),
-        # Clients send the same few documents again and again: parse and validate each
-        # once per process.
-        partial(ParserCache, maxsize=1024),
-        partial(ValidationCache, maxsize=1024),
-        MinPositionGate,
-        ProblemErrors,
-    ]
+    # rule class per request.
+    documents = PreparedDocuments(
+        [
+            *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+            *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+        ]
+    )
+    # A factory, not an instance: Strawberry builds fresh extensions for every request.
+    extensions: list[Any] = [partial(ReadExtension, documents)]
     return LedgerSchema(
         query=Query,
         extensions=extensions,

@@ -12,7 +12,9 @@ from domain.ledger import world_account_id
 from domain.principal import Principal
 from infrastructure.read_queries import BatchedReads, PgReadQueries
 from read_api import asgi
+from read_api import schema as read_schema
 from read_api.asgi import ContextFactory, LedgerGraphQL
+from read_api.context import ReadContext
 from read_api.ports import Scope, WalletRecord
 from tests.conftest import auth, new_key, wait_for_projections
 
@@ -166,3 +168,30 @@ def test_a_failed_batch_fails_each_of_its_lookups(container) -> None:
         return await asyncio.gather(*asks, return_exceptions=True)
 
     assert [str(e) for e in asyncio.run(lookups())] == ["connection lost"] * 3
+
+
+def test_each_query_text_is_parsed_and_validated_once(monkeypatch) -> None:
+    parsed: list[str] = []
+    real_parse = read_schema.parse
+
+    def parse(query: str, **options: object) -> object:
+        parsed.append(query)
+        return real_parse(query, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(read_schema, "parse", parse)
+    schema = read_schema.build_schema(max_depth=3)
+
+    def types(query: str) -> list[str]:
+        context = ReadContext(None, None)  # type: ignore[arg-type]
+        result = asyncio.run(schema.execute(query, context_value=context))
+        return [e.extensions["type"] for e in result.errors or [] if e.extensions]
+
+    shallow = "{ wallets { edges { cursor } } }"
+    deep = "{ wallets { edges { node { balance { posted { amount } } } } } }"
+    aliases = "{ " + " ".join(f"a{i}: wallets {{ edges {{ cursor }} }}" for i in range(16)) + " }"
+    for _ in range(2):
+        assert types(shallow) == ["/problems/unauthorized"]
+        assert types(deep) == ["/problems/validation-error"]
+        assert types(aliases) == ["/problems/validation-error"]
+        assert types("{ wallets {") == []  # a syntax error (no problem type, as before)
+    assert parsed == [shallow, deep, aliases, "{ wallets {", "{ wallets {"]
