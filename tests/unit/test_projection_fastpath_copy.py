@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from infrastructure.readmodels import (
+    BalancesBuffer,
     StatementsBuffer,
     TransfersBuffer,
     copy_rows,
@@ -89,3 +90,36 @@ def test_int_array_refuses_anything_but_integers(values):
 @pytest.mark.parametrize("value", ['a"b', "a\\b"])
 def test_text_array_refuses_what_would_need_escaping(value):
     assert text_array(["ok", value]) is None
+
+
+def test_balance_changes_as_arrays_in_wallet_order():
+    buffer = BalancesBuffer("t")
+    buffer.wallet_opened("w3", "acme", "USD", 0, {"k": "v"}, AT, 1)
+    buffer.wallet_changed("w3", "posted", 50, 2, "T2", 2)  # lands in the opened row
+    buffer.wallet_changed("w2", "posted", 70, 9, "T3", 3)
+    buffer.wallet_changed("w2", "pending", 5, 10, "T4", 4)
+    buffer.world_moved("w1", "USD", -50, "T2", 2)
+    buffer.world_moved("w1", "USD", -20, "T5", 5)
+    buffer.wallet_changed("w2", "status", "frozen", 11, "T6", 6)
+    buffer.seal()
+    assert buffer.opened_data == copy_rows(
+        [("w3", "acme", "USD", "active", 0, 50, 0, {"k": "v"}, False, 2, AT, "T2", 2)]
+    )
+    assert buffer.arrays == (
+        '{"w1","w2"}',
+        "{NULL,70}",
+        "{-70,0}",
+        "{NULL,5}",
+        '{NULL,"frozen"}',
+        "{NULL,11}",
+        '{"T5","T6"}',
+        "{5,6}",
+    )
+    assert buffer.worlds == {"w1": ("USD", "T2", 2)}
+
+
+def test_balance_changes_that_arrays_cannot_carry_go_as_json():
+    buffer = BalancesBuffer("t")
+    buffer.wallet_changed("w1", "status", 'odd"status', 2, AT, 2)
+    buffer.seal()
+    assert buffer.arrays == ()
