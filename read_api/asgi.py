@@ -14,16 +14,19 @@ from collections.abc import Callable, Mapping
 
 import anyio.to_thread
 import orjson
+from cross_web import AsyncHTTPRequestAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
 
 from domain.principal import Principal
 from read_api.context import (
     DEFAULT_MIN_POSITION_TIMEOUT_S,
     MIN_POSITION_HEADER,
     ReadContext,
+    ThreadedReads,
 )
 from read_api.payment_ports import PaymentReadQueries, ProviderHealthPort
 from read_api.ports import AsyncReadQueries, ReadQueries
@@ -51,6 +54,8 @@ class ContextFactory:
 
     ``authenticate`` may block (a key-store query on a cache miss), so it runs in a worker
     thread; a key it accepted is then trusted for ``KEY_TRUST_S`` without that hop.
+    ``reads`` (which the caller may swap) is the read port resolvers use: the given one,
+    else ``queries`` in worker threads.
     """
 
     def __init__(
@@ -72,7 +77,7 @@ class ContextFactory:
         self.payments = payments
         self.providers = providers
         self.schedules = schedules
-        self.reads = reads
+        self.reads: AsyncReadQueries = ThreadedReads(queries) if reads is None else reads
         self._trusted: dict[bytes, tuple[Principal, float]] = {}
 
     async def principal(self, key: str) -> Principal | None:
@@ -107,7 +112,13 @@ class ContextFactory:
 
 
 class LedgerGraphQL(GraphQL[ReadContext, None]):
-    """Strawberry's ASGI view with the ledger's context; JSON encoded by orjson."""
+    """Strawberry's ASGI view with the ledger's context; JSON read and written by orjson.
+
+    A plain ``POST`` of ``application/json`` holding one operation is read without
+    Strawberry's general body parsing (which parses the content type with the ``email``
+    package); anything else (GET, batches, streaming ``Accept`` headers, malformed
+    fields) goes to Strawberry's, with the same answers as before.
+    """
 
     def __init__(self, contexts: ContextFactory, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         super().__init__(build_schema(max_depth), graphql_ide="graphiql")
@@ -117,6 +128,40 @@ class LedgerGraphQL(GraphQL[ReadContext, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> ReadContext:
         return await self.contexts(request.headers)
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        headers = request.headers
+        accept = headers.get("accept", "")
+        if (
+            request.method == "POST"
+            and headers.get("content-type") == "application/json"
+            and "multipart/" not in accept
+            and "event-stream" not in accept
+        ):
+            data = self.parse_json(await request.get_body())
+            if isinstance(data, dict):
+                query, variables = data.get("query"), data.get("variables")
+                extensions = data.get("extensions")
+                if (
+                    isinstance(query, str)
+                    and isinstance(variables, dict | None)
+                    and isinstance(extensions, dict | None)
+                ):
+                    return GraphQLRequestData(
+                        query=query,
+                        variables=variables,
+                        operation_name=data.get("operationName"),
+                        extensions=extensions,
+                    )
+        return await super().parse_http_body(request)  # the body is cached if read
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:  # what orjson refuses (NaN, huge ints), json may not
+            return super().decode_json(data)
 
     def encode_json(self, data: object) -> str | bytes:
         try:

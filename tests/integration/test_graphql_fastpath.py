@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import orjson
 import pytest
 
 from domain.ledger import world_account_id
@@ -90,6 +91,22 @@ def test_graphql_errors_and_limits(client, merchant_key):
     unknown = gql(client, merchant_key, "{ nope }")
     assert problem(unknown) == "/problems/validation-error"
     assert client.put("/graphql", json={"query": "{ nope }"}).status_code == 405
+
+
+def test_graphql_bodies_strawberry_refuses_are_still_refused(client, merchant_key):
+    headers = {**auth(merchant_key), "Content-Type": "application/json"}
+    for body, reason in (
+        (b"{not json", "Unable to parse request body as JSON"),
+        (b'{"query": 1}', "`query` must be a string or null"),
+        (b'{"query": "{ wallets { edges { cursor } } }", "variables": []}', "`variables`"),
+    ):
+        r = client.post("/graphql", content=body, headers=headers)
+        assert r.status_code == 400 and reason in r.text, r.text
+    batch = [{"query": "{ wallets { edges { cursor } } }"}]
+    r = client.post("/graphql", content=orjson.dumps(batch), headers=headers)
+    assert r.status_code == 400  # batches are not enabled, as before
+    text = client.post("/graphql", content=b"{}", headers={**auth(merchant_key)})
+    assert text.status_code == 400  # no JSON content type
 
 
 def test_graphql_body_limit_still_applies(client, container, merchant_key):
