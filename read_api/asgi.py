@@ -38,6 +38,7 @@ BAD_KEY = "unknown or revoked API key"
 # How long an authenticated key is trusted without asking ``authenticate`` again. Short:
 # a revoked key must stop working soon, and the key store keeps its own, longer cache.
 KEY_TRUST_S = 1.0
+RECHECK_S = 0.25  # at most this much longer while one request asks again
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -53,7 +54,8 @@ class ContextFactory:
     """Builds each request's ``ReadContext`` from its headers.
 
     ``authenticate`` may block (a key-store query on a cache miss), so it runs in a worker
-    thread; a key it accepted is then trusted for ``KEY_TRUST_S`` without that hop.
+    thread; a key it accepted is then trusted for ``KEY_TRUST_S`` without that hop (and
+    by other requests for up to ``RECHECK_S`` more while one request asks again).
     ``reads`` (which the caller may swap) is the read port resolvers use: the given one,
     else ``queries`` in worker threads.
     """
@@ -84,8 +86,12 @@ class ContextFactory:
         digest = hashlib.sha256(key.encode()).digest()
         now = time.monotonic()
         hit = self._trusted.get(digest)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        if hit is not None:
+            if hit[1] > now:
+                return hit[0]
+            # This request asks again; the requests arriving meanwhile keep the answer
+            # rather than all asking at once.
+            self._trusted[digest] = (hit[0], now + RECHECK_S)
         principal = await anyio.to_thread.run_sync(self.authenticate, key)
         if principal is None:
             self._trusted.pop(digest, None)

@@ -133,10 +133,17 @@ def test_an_accepted_key_is_trusted_briefly_then_asked_again(monkeypatch) -> Non
 
     assert asyncio.run(principals()) == [keys["good"]] * 3
     assert calls == ["good"]
+    now[0] += asgi.KEY_TRUST_S + 0.01
+
+    async def together() -> list[Principal | None]:
+        return [c.principal for c in await asyncio.gather(*(contexts(headers) for _ in range(9)))]
+
+    assert asyncio.run(together()) == [keys["good"]] * 9
+    assert calls == ["good"] * 2  # one asked again, the others kept the answer meanwhile
     del keys["good"]  # revoked
     now[0] += asgi.KEY_TRUST_S + 0.01
     assert asyncio.run(principals()) == [None] * 3
-    assert calls == ["good"] * 4  # unknown keys are never trusted
+    assert calls == ["good"] * 5  # unknown keys are never trusted
 
 
 def test_batched_wallet_lookups_answer_each_with_its_own_scope(
