@@ -21,11 +21,12 @@ freshly loaded aggregates, so nothing is lost or applied twice.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -109,6 +110,26 @@ class _Batch:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is applied and saved.
+
+    A batch keeps every event, body and changed aggregate alive until it commits, so the
+    collections its allocations trigger find nothing to free and only walk (and promote)
+    those objects: a tenth of the writer's time. Whatever garbage there is, is collected
+    after the batch. Only the batch's first attempt: the one-command re-runs after a
+    conflict may be many. Left alone if someone else has turned the collector off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class _Conflict(Exception):
@@ -233,7 +254,8 @@ class LedgerEngine:
 
     def _process(self, jobs: list[_Job]) -> None:
         try:
-            self._attempt(jobs)
+            with _collector_paused():
+                self._attempt(jobs)
             return
         except _Conflict:
             pass
