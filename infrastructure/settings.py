@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     sweeper_interval_s: float = Field(default=1.0, gt=0, le=3600)
 
     graphql_max_depth: int = Field(default=8, ge=6, le=50)
+    otel_telemetry: bool = Field(
+        default=False,
+        description="FastAPI's built-in OpenTelemetry (traces, metrics, logs) per request.",
+    )
 
     # ---- payments ----
     psp_sandbox_url: str | None = Field(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.routing import Route
 
 from commands.api.app import install_command_api
@@ -18,6 +19,8 @@ from infrastructure.schedule_queries import PgScheduleListing
 from infrastructure.schedule_read_queries import PgScheduleReadQueries
 from read_api.asgi import create_graphql_app
 from read_api.router import create_graphql_router
+
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -36,6 +39,9 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
         version="0.1.0",
         summary="Event-sourced double-entry ledger: wallets, transfers, holds, batches.",
         lifespan=lifespan,
+        # Off unless asked for: even with no OpenTelemetry provider configured, FastAPI
+        # looks the providers up on every request.
+        telemetry=None if container.settings.otel_telemetry else _NO_TELEMETRY,
     )
     install_command_api(
         app,
