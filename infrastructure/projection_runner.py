@@ -1,9 +1,13 @@
 """Batched, exactly-once projection runner and the rebuild-and-swap procedure.
 
-One transaction per batch: lock the tracking rows, read the next events after the lowest
-position, apply each projector to the events past its own position, write the rows and
-the new positions, commit. Several runners (the service's and a ``ledger project``
-worker) may run at once: the row locks make them take turns, never double-apply.
+``run_once``: one transaction per batch: lock the tracking rows, read the next events
+after the lowest position, apply each projector to the events past its own position,
+write the rows and the new positions, commit. ``run_until_caught_up`` (catch-up, rebuild)
+reads and projects the next batch on a second thread while the current one is written,
+and writes each target's rows and position in a transaction of its own, all targets at
+once. Either way a target's rows and its position commit together, and a position never
+moves back. Several runners (the service's and a ``ledger project`` worker) may run at
+once: the row locks make them take turns, never double-apply.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -34,12 +39,13 @@ REBUILD_SUFFIX = "__rebuild"
 @dataclass(frozen=True)
 class Prepared:
     """A batch ready to write: the rows of ``count`` events up to ``last`` in one buffer
-    per target, projected for targets at ``start``."""
+    per target, projected for each target from its position in ``floors``."""
 
     start: int
     count: int
     last: int
     buffers: list[Any]
+    floors: tuple[int, ...]
 
 
 class Route(NamedTuple):
@@ -149,8 +155,11 @@ class ProjectionRunner:
             read_ahead(batch.last)
         for buffer in batch.buffers:
             buffer.flush(conn)
+        # GREATEST: a target already past this batch (rows only above its own position)
+        # keeps its position; moving it back would apply events twice.
         conn.execute(
-            "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = ANY(%s)",
+            "UPDATE projection_tracking SET position = GREATEST(position, %s), updated_at = now()"
+            " WHERE name = ANY(%s)",
             (batch.last, names),
         )
         return batch.count
@@ -193,7 +202,7 @@ class ProjectionRunner:
             seal = getattr(buffer, "seal", None)
             if seal is not None:
                 seal()
-        return Prepared(min(floors), len(events), int(events[-1][0]), buffers)
+        return Prepared(min(floors), len(events), int(events[-1][0]), buffers, tuple(floors))
 
     def _prepare_after(self, start: int) -> Prepared | None:
         """The read-ahead: the batch after ``start`` for targets all at ``start``, read on a
@@ -204,14 +213,22 @@ class ProjectionRunner:
         return self._prepare(events, [start] * len(self.targets))
 
     def run_until_caught_up(self, progress: Callable[[int], None] | None = None) -> int:
-        """Batches until caught up; returns how many events were read.
+        """Batches until caught up; returns how many events this runner projected.
 
         While one batch's rows are written, a second thread reads and projects the next
         one, so PostgreSQL's work on a batch overlaps the Python work on the next (the
-        projectors are pure and the buffers touch no connection until flushed).
+        projectors are pure and the buffers touch no connection until flushed). Each
+        target's rows and position are written in a transaction of its own, all targets
+        at once on their own connections, so PostgreSQL's work on the tables (index
+        maintenance above all) runs on several backends at a time.
         """
         total = 0
-        with ThreadPoolExecutor(1, thread_name_prefix="projection-read-ahead") as reader:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="projection-read-ahead") as reader,
+            ThreadPoolExecutor(
+                len(self.targets), thread_name_prefix="projection-writer"
+            ) as writers,
+        ):
             ahead: Future[Prepared | None] | None = None
 
             def read_ahead(last: int) -> None:
@@ -219,15 +236,62 @@ class ProjectionRunner:
                 ahead = reader.submit(self._prepare_after, last)
 
             while True:
-                prepared = ahead.result() if ahead is not None else None
+                batch = ahead.result() if ahead is not None else None
                 ahead = None
-                with self.pool.connection() as conn, conn.transaction():
-                    n = self._batch(conn, prepared, read_ahead)
-                total += n
-                if progress is not None and n:
-                    progress(n)
-                if n < self.batch_size:
+                if batch is None:
+                    batch = self._prepare_from_positions()
+                if batch is None:
                     return total
+                if batch.count == self.batch_size:
+                    read_ahead(batch.last)
+                written = list(writers.map(partial(self._write_target, batch), self.indexes))
+                if not all(written):  # another runner moved a target: prepare afresh
+                    if ahead is not None:
+                        ahead.result()
+                    ahead = None
+                    continue
+                total += batch.count
+                if progress is not None:
+                    progress(batch.count)
+                if batch.count < self.batch_size:
+                    return total
+
+    @property
+    def indexes(self) -> range:
+        return range(len(self.targets))
+
+    def _prepare_from_positions(self) -> Prepared | None:
+        """The next batch for the targets where they are now (positions read unlocked: each
+        target's transaction checks its own before writing)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT name, position FROM projection_tracking WHERE name = ANY(%s)",
+                ([t.tracking for t in self.targets],),
+            ).fetchall()
+            positions = {name: int(pos) for name, pos in rows}
+            floors = [positions[t.tracking] for t in self.targets]
+            return self._prepare(self._read(conn, min(floors)), floors)
+
+    def _write_target(self, batch: Prepared, i: int) -> bool:
+        """Target ``i``'s rows and new position in one transaction; False, with nothing
+        written, if another runner moved the target after the batch was prepared."""
+        floor = batch.floors[i]
+        if floor >= batch.last:  # already past this batch: nothing of it is for this target
+            return True
+        target = self.targets[i]
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE",
+                (target.tracking,),
+            ).fetchone()
+            if row is None or int(row[0]) != floor:
+                return False
+            batch.buffers[i].flush(conn)
+            conn.execute(
+                "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
+                (batch.last, target.tracking),
+            )
+        return True
 
 
 class BackgroundProjections:

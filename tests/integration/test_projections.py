@@ -80,6 +80,31 @@ def test_competing_runners_apply_each_event_exactly_once(container):
     assert report.ok, report.summary()
 
 
+@pytest.mark.parametrize("mode", ["caught-up", "run-once"])
+def test_a_projection_ahead_of_the_others_is_never_moved_back(container, mode):
+    # The statements projection alone runs to the head first (as after a rebuild swapped
+    # in while the others lagged); then all of them run in small batches. Its position
+    # must never go back, or its events would be applied twice.
+    ids, head = make_history(container, wallets=4, transfers=40)
+    statements = [t for t in live_targets() if t.projector.name == "statements"]
+    ProjectionRunner(container.pool, container.app.mapper, statements, 1000).run_until_caught_up()
+    runner = ProjectionRunner(container.pool, container.app.mapper, live_targets(), batch_size=9)
+    if mode == "caught-up":
+        runner.run_until_caught_up()
+    else:
+        while runner.run_once() == runner.batch_size:
+            pass
+    tracked, store_head = positions(container.pool)
+    assert all(p == head == store_head for p in tracked.values()), tracked
+    entries = table_rows(
+        container,
+        "SELECT count(*), count(DISTINCT (wallet_id, position)) FROM rm_statement_entries",
+    )
+    assert entries[0][0] == entries[0][1] == 4 + 40 * 2
+    report = verify(container)
+    assert report.ok, report.summary()
+
+
 def test_rebuild_switches_over_atomically_while_reads_continue(container):
     container.start_background()
     ids, head = make_history(container, wallets=6, transfers=120)
