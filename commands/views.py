@@ -31,11 +31,6 @@ def wallet_view(wallet: Wallet) -> dict[str, Any]:
 
 
 @functools.cache
-def _exponent(currency: str) -> int:
-    return Currency.of(currency).exponent
-
-
-@functools.cache
 def _world_id(currency: str) -> str:
     return str(world_account_id(currency))
 
@@ -65,7 +60,7 @@ _created_at = _LastIsoformat()
 
 
 def transfer_view(transfer: Transfer) -> dict[str, Any]:
-    exp = _exponent(transfer.currency)
+    exp = Currency.of(transfer.currency).exponent  # interned: one dict lookup
     return {
         "id": str(transfer.id),
         "kind": transfer.kind,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
@@ -70,32 +71,20 @@ def _mount_graphql(
     lookups made together on the serving loop share one query (``BatchedReads``)."""
     settings = container.settings
     queries = PgReadQueries(container.pool)
-    payments = PgPaymentReadQueries(container.pool)
-    providers = _provider_health(container)
-    schedules = PgScheduleReadQueries(container.pool)
-    graphql = create_graphql_app(
-        queries,
-        container.api_keys.authenticate,
-        max_depth=settings.graphql_max_depth,
-        min_position_timeout_s=settings.min_position_wait_s,
-        payments=payments,
-        providers=providers,
-        schedules=schedules,
-    )
+    ports: dict[str, Any] = {
+        "max_depth": settings.graphql_max_depth,
+        "min_position_timeout_s": settings.min_position_wait_s,
+        "payments": PgPaymentReadQueries(container.pool),
+        "providers": _provider_health(container),
+        "schedules": PgScheduleReadQueries(container.pool),
+    }
+    graphql = create_graphql_app(queries, container.api_keys.authenticate, **ports)
     # First in the routing table: FastAPI tries routes in order, and matching the command
     # API's routes first cost a visible share of a small query's CPU.
     app.router.routes.insert(0, Route("/graphql", graphql, include_in_schema=False))
     # Never reached (the route above answers first); it documents /graphql in OpenAPI,
     # as before.
-    router = create_graphql_router(
-        queries,
-        container.api_keys.authenticate,
-        max_depth=settings.graphql_max_depth,
-        min_position_timeout_s=settings.min_position_wait_s,
-        payments=payments,
-        providers=providers,
-        schedules=schedules,
-    )
+    router = create_graphql_router(queries, container.api_keys.authenticate, **ports)
     app.include_router(router, prefix="/graphql")
 
     @asynccontextmanager

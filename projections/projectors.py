@@ -62,8 +62,8 @@ class BalancesProjector(StateProjector):
     def __init__(self) -> None:
         self._handlers = {
             Wallet.Opened: self._opened,
-            Wallet.Debited: self._debited,
-            Wallet.Credited: self._credited,
+            Wallet.Debited: self._posting(+1),
+            Wallet.Credited: self._posting(-1),
             Wallet.HoldPlaced: self._pending,
             Wallet.HoldReleased: self._pending,
             Wallet.Frozen: self._status(FROZEN),
@@ -84,31 +84,25 @@ class BalancesProjector(StateProjector):
         )
 
     @staticmethod
-    def _debited(s: State, position: int, writer: BalancesWriter) -> None:
-        at = s["timestamp"]
-        writer.wallet_changed(
-            s["originator_id"], "posted", s["posted_after"], s["originator_version"], at, position
-        )
-        counterparty = s["counterparty_id"]
-        # The event does not name its currency; the world id encodes it. Cheap: ids are
-        # derived, not looked up.
-        world_currency = _WORLD_IDS.currency_of(counterparty)
-        if world_currency is not None:
-            # The world account mirrors the wallet side: a withdrawal debits the wallet
-            # and credits world.
-            writer.world_moved(counterparty, world_currency, s["amount"], at, position)
+    def _posting(world_sign: int) -> Handler:
+        """A posting to the wallet. A world counterparty mirrors it: a withdrawal (the
+        wallet debited) credits world, a deposit (the wallet credited) debits it."""
 
-    @staticmethod
-    def _credited(s: State, position: int, writer: BalancesWriter) -> None:
-        at = s["timestamp"]
-        writer.wallet_changed(
-            s["originator_id"], "posted", s["posted_after"], s["originator_version"], at, position
-        )
-        counterparty = s["counterparty_id"]
-        world_currency = _WORLD_IDS.currency_of(counterparty)
-        if world_currency is not None:
-            # A deposit credits the wallet and debits world.
-            writer.world_moved(counterparty, world_currency, -s["amount"], at, position)
+        def handle(s: State, position: int, writer: BalancesWriter) -> None:
+            at = s["timestamp"]
+            version = s["originator_version"]
+            writer.wallet_changed(
+                s["originator_id"], "posted", s["posted_after"], version, at, position
+            )
+            counterparty = s["counterparty_id"]
+            # The event does not name its currency; the world id encodes it. Cheap: ids are
+            # derived, not looked up.
+            world_currency = _WORLD_IDS.currency_of(counterparty)
+            if world_currency is not None:
+                amount = world_sign * s["amount"]
+                writer.world_moved(counterparty, world_currency, amount, at, position)
+
+        return handle
 
     @staticmethod
     def _pending(s: State, position: int, writer: BalancesWriter) -> None:
