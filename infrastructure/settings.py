@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     sweeper_interval_s: float = Field(default=1.0, gt=0, le=3600)
 
     graphql_max_depth: int = Field(default=8, ge=6, le=50)
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        le=10_000_000,
+        description="Long-running commands (serve, project) collect cyclic garbage after this"
+        " many net allocations of tracked objects (Python's default is 700; 0 leaves it).",
+    )
     otel_telemetry: bool = Field(
         default=False,
         description="FastAPI's built-in OpenTelemetry (traces, metrics, logs) per request.",
