@@ -8,10 +8,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from commands.api.app import install_command_api
 from commands.api.deps import ApiContext
+from commands.api.errors import BodySizeLimit
 from infrastructure.container import Container
 from infrastructure.payment_read_queries import PgPaymentReadQueries
 from infrastructure.payments import BreakerHealth
@@ -35,7 +38,7 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
             if manage_lifecycle:
                 container.close()
 
-    app = FastAPI(
+    app = _LedgerApp(
         title="Payments Ledger",
         version="0.1.0",
         summary="Event-sourced double-entry ledger: wallets, transfers, holds, batches.",
@@ -57,6 +60,21 @@ def create_app(container: Container, *, manage_lifecycle: bool = True) -> FastAP
     return app
 
 
+class _LedgerApp(FastAPI):
+    """FastAPI, with HTTP requests to exactly ``/graphql`` handed to ``graphql_front``
+    (when set) before FastAPI's own middleware and routing."""
+
+    graphql_front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.graphql_front
+        if front is not None and scope["type"] == "http" and scope["path"] == "/graphql":
+            scope["app"] = self
+            await front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def _provider_health(container: Container) -> BreakerHealth | None:
     services = container.payments
     if services is None or services.board is None:
@@ -65,7 +83,7 @@ def _provider_health(container: Container) -> BreakerHealth | None:
 
 
 def _mount_graphql(
-    app: FastAPI, container: Container
+    app: _LedgerApp, container: Container
 ) -> Callable[[], AbstractAsyncContextManager[None]]:
     """Mount /graphql; return the context the lifespan serves in: inside it, one-wallet
     lookups made together on the serving loop share one query (``BatchedReads``)."""
@@ -79,11 +97,16 @@ def _mount_graphql(
         "schedules": PgScheduleReadQueries(container.pool),
     }
     graphql = create_graphql_app(queries, container.api_keys.authenticate, **ports)
-    # First in the routing table: FastAPI tries routes in order, and matching the command
-    # API's routes first cost a visible share of a small query's CPU.
+    # Also first in the routing table, for what reaches the router (websockets).
     app.router.routes.insert(0, Route("/graphql", graphql, include_in_schema=False))
-    # Never reached (the route above answers first); it documents /graphql in OpenAPI,
-    # as before.
+    # In front of the FastAPI stack altogether (``_LedgerApp``): its middleware cost as
+    # much CPU as executing a small query. The same body limit and 500 answer as there.
+    app.graphql_front = ServerErrorMiddleware(
+        BodySizeLimit(graphql, limit=settings.max_body_bytes),
+        handler=app.exception_handlers[Exception],
+    )
+    # Never reached (the front and the route above answer first); it documents /graphql
+    # in OpenAPI, as before.
     router = create_graphql_router(queries, container.api_keys.authenticate, **ports)
     app.include_router(router, prefix="/graphql")
 

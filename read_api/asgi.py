@@ -11,15 +11,22 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio.to_thread
 import orjson
-from cross_web import AsyncHTTPRequestAdapter
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLRequestData
+from strawberry.exceptions import MissingQueryError
+from strawberry.http import GraphQLRequestData, process_result
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from domain.principal import Principal
 from read_api.context import (
@@ -117,18 +124,94 @@ class ContextFactory:
         )
 
 
+_POST_OPERATIONS = frozenset(OperationType.from_http("POST"))
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
 class LedgerGraphQL(GraphQL[ReadContext, None]):
     """Strawberry's ASGI view with the ledger's context; JSON read and written by orjson.
 
-    A plain ``POST`` of ``application/json`` holding one operation is read without
-    Strawberry's general body parsing (which parses the content type with the ``email``
-    package); anything else (GET, batches, streaming ``Accept`` headers, malformed
-    fields) goes to Strawberry's, with the same answers as before.
+    The lane: a plain ``POST`` of ``application/json`` holding one well-formed operation
+    (what every client sends) is executed by the schema directly, without the view's
+    general request handling (request and response objects, a sub-response, content
+    negotiation), and answered with what the view would answer. Anything else (GET,
+    GraphiQL, batches, streaming ``Accept`` headers, malformed fields, an operation the
+    schema refuses to run over HTTP) goes to the view with the body already read. A
+    differential test (tests/unit/test_graphql_lane.py) sends the same requests both ways.
     """
 
     def __init__(self, contexts: ContextFactory, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         super().__init__(build_schema(max_depth), graphql_ide="graphiql")
         self.contexts = contexts
+        self.lane = True
+        self.served = 0  # requests answered by the lane (the tests read it)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (self.lane and scope["type"] == "http" and scope["method"] == "POST"):
+            await super().__call__(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        accept = headers.get("accept", "")
+        if (
+            headers.get("content-type") != "application/json"
+            or "multipart/" in accept
+            or "event-stream" in accept
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        raw = await _read_body(receive)
+        if raw is None:  # the client went away
+            return
+        body = self._lane_answer(await self._lane_execute(raw, headers))
+        if body is None:
+            await super().__call__(scope, _replay(raw, receive), send)
+            return
+        self.served += 1
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lane_execute(self, raw: bytes, headers: Headers) -> ExecutionResult | None:
+        """The operation's result, or None when the view must answer the request."""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        query, variables = data.get("query"), data.get("variables")
+        extensions, name = data.get("extensions"), data.get("operationName")
+        if not (
+            isinstance(query, str)
+            and isinstance(variables, dict | None)
+            and isinstance(extensions, dict | None)
+            and isinstance(name, str | None)
+        ):
+            return None
+        context = await self.contexts(headers)
+        try:
+            result = await self.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=name,
+                allowed_operation_types=_POST_OPERATIONS,
+                operation_extensions=extensions,
+            )
+        except (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError):
+            return None  # the view turns these into 400s
+        return result if isinstance(result, ExecutionResult) else None
+
+    def _lane_answer(self, result: ExecutionResult | None) -> bytes | None:
+        if result is None:
+            return None
+        answer = self.encode_json(process_result(result))
+        return answer if isinstance(answer, bytes) else answer.encode()
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -163,6 +246,12 @@ class LedgerGraphQL(GraphQL[ReadContext, None]):
                     )
         return await super().parse_http_body(request)  # the body is cached if read
 
+    def parse_json(self, data: str | bytes) -> Any:
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict | list):  # Strawberry would fail on it with a 500
+            raise HTTPException(400, "The request body must be a JSON object")
+        return parsed
+
     def decode_json(self, data: str | bytes) -> object:
         try:
             return orjson.loads(data)
@@ -174,6 +263,31 @@ class LedgerGraphQL(GraphQL[ReadContext, None]):
             return orjson.dumps(data)
         except TypeError:  # what orjson refuses (an int beyond 64 bits), json.dumps may not
             return super().encode_json(data)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read, then whatever the client sends next."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def create_graphql_app(

@@ -107,9 +107,18 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.per_path.get(scope.get("path", ""), self.default)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(send, limit)
+        declared = None
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                declared = value
+                break
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                await self._reject(send, limit)
+                return
+            # The server delivers no more body than the declared length (a longer one
+            # is the next request on the connection), so there is nothing to count.
+            await self.app(scope, receive, send)
             return
         received = 0
         too_large = False

@@ -8,6 +8,7 @@ import uuid
 
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 
 from domain.ledger import world_account_id
 from domain.principal import Principal
@@ -219,3 +220,29 @@ def test_each_query_text_is_parsed_and_validated_once(monkeypatch) -> None:
         assert types(aliases) == ["/problems/validation-error"]
         assert types("{ wallets {") == []  # a syntax error (no problem type, as before)
     assert parsed == [shallow, deep, aliases, "{ wallets {", "{ wallets {"]
+
+
+def test_graphql_is_answered_in_front_of_fastapi_with_its_500(client, merchant_key) -> None:
+    """/graphql bypasses FastAPI's middleware; an unexpected failure still gets the
+    service's problem+json 500, never a bare error."""
+    graphql = client.app.router.routes[0].app
+    assert client.app.graphql_front is not None
+    served = graphql.served
+    gql(client, merchant_key, "{ wallets { edges { cursor } } }")
+    assert graphql.served == served + 1  # the lane, reached through the front
+
+    def broken(key: str) -> Principal | None:
+        raise RuntimeError("key store unreachable")
+
+    real, graphql.contexts.authenticate = graphql.contexts.authenticate, broken
+    try:
+        r = TestClient(client.app, raise_server_exceptions=False).post(
+            "/graphql",
+            json={"query": "{ wallets { edges { cursor } } }"},
+            headers=auth("lk_never_seen_before"),
+        )
+    finally:
+        graphql.contexts.authenticate = real
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == "/problems/internal-error"
