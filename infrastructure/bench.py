@@ -279,6 +279,15 @@ def _event_count(db: ConnectionParams) -> int:
     return int(row[0]) if row else 0
 
 
+def settle(db: ConnectionParams) -> None:
+    """Start a workload on a quiet database, as pgbench does: vacuumed and analyzed (so
+    autovacuum is not catching up on the previous workload's rows meanwhile, on the same
+    two cores) and checkpointed."""
+    with psycopg.connect(db.conninfo, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+        conn.execute("CHECKPOINT")
+
+
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -308,16 +317,20 @@ def run(quick: bool) -> dict[str, Any]:
         load = Load(server.url, key)
         log(f"opening and funding {plan.wallets} wallets")
         asyncio.run(load.setup_wallets(plan.wallets))
+        settle(db)
         log("batch API")
         results["batch_api_transfers_per_s"] = asyncio.run(load.batches(plan.duration_s, 4, None))
         hot = (load.wallets[0], load.wallets[1])
+        settle(db)
         log("hot pair")
         results["hot_pair_transfers_per_s"] = asyncio.run(load.batches(plan.duration_s, 4, hot))
+        settle(db)
         log("single requests")
         rate, lat = asyncio.run(load.singles(plan.duration_s, 64))
         results["single_api_transfers_per_s"] = rate
         results["single_api_p50_ms"] = _percentile(lat, 0.50)
         results["single_api_p99_ms"] = _percentile(lat, 0.99)
+        settle(db)
         log("hot merchant wallet")
         rate, _ = asyncio.run(load.singles(plan.duration_s, 64, hot_credit=load.wallets[2]))
         results["hot_wallet_single_api_transfers_per_s"] = rate
@@ -330,6 +343,7 @@ def run(quick: bool) -> dict[str, Any]:
         try:
             from infrastructure.projection_runner import live_targets, rebuild
 
+            settle(db)
             log("projection catch-up from position 0")
             with container.pool.connection() as conn:
                 for t in live_targets():
@@ -338,6 +352,7 @@ def run(quick: bool) -> dict[str, Any]:
             t0 = time.monotonic()
             n = container.runner.run_until_caught_up()
             results["projection_catchup_events_per_s"] = n / (time.monotonic() - t0)
+            settle(db)
             log("rebuild of balances")
             t0 = time.monotonic()
             rebuild(container.pool, container.app.mapper, "balances", 5000)
@@ -347,6 +362,7 @@ def run(quick: bool) -> dict[str, Any]:
         finally:
             container.close()
 
+        settle(db)
         log("GraphQL balance queries")
         rate, lat = asyncio.run(load.graphql(plan.duration_s, 32))
         results["graphql_balance_queries_per_s"] = rate

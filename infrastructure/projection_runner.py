@@ -366,6 +366,10 @@ def rebuild(
         ensure_tables(conn, [Target(projector, new_table, tracking)])
     runner = ProjectionRunner(pool, mapper, [Target(projector, new_table, tracking)], batch_size)
     total = runner.run_until_caught_up(progress)
+    with pool.connection() as conn:
+        # Statistics for the table about to go live: without them the planner takes it
+        # for empty until autovacuum comes by (seen as slow reads right after a rebuild).
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(new_table)))
     with pool.connection() as conn, conn.transaction():
         # Hold the live position: the service's runner waits here until the switch commits.
         conn.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,))
