@@ -10,7 +10,7 @@ argument rules are in ``resolvers``; errors in ``errors``; ``Ledger-Min-Position
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -112,32 +112,41 @@ class PreparedDocuments:
 
 
 class ReadExtension(SchemaExtension):
-    """All the read schema adds to an operation, as one extension (Strawberry sets up
-    every extension's hooks again for each request): cached parsing and validation with
-    the depth and alias limits, the ``Ledger-Min-Position`` gate (``context``) and problem
-    types on errors (``errors``)."""
+    """All the read schema adds to an operation, as one hook (Strawberry sets up every
+    extension's hooks again for each request, at a cost per hook): cached parsing and
+    validation with the depth and alias limits, the ``Ledger-Min-Position`` gate
+    (``context``) and problem types on errors (``errors``).
+
+    It hands Strawberry the prepared document and its validation errors, so Strawberry
+    neither parses nor validates again; a text that does not parse is left to Strawberry,
+    which raises the same syntax error. The gate holds only an operation Strawberry will
+    execute: valid, of a type it can tell and allows.
+    """
 
     def __init__(self, documents: PreparedDocuments) -> None:
         super().__init__()
         self.documents = documents
-        self.validation_errors: list[GraphQLError] = []
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        shape_errors(self.execution_context)
-
-    def on_parse(self) -> Iterator[None]:
+    async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context
-        context.graphql_document, self.validation_errors = self.documents.prepare(context)
+        if context.query:
+            try:
+                document, errors = self.documents.prepare(context)
+            except GraphQLError:
+                pass
+            else:
+                context.graphql_document, context.pre_execution_errors = document, errors
+                if not errors and _allowed(context):
+                    await hold_until_min_position(context)
         yield
+        shape_errors(context)
 
-    def on_validate(self) -> Iterator[None]:
-        self.execution_context.pre_execution_errors = self.validation_errors
-        yield
 
-    async def on_execute(self) -> AsyncIterator[None]:
-        await hold_until_min_position(self.execution_context)
-        yield
+def _allowed(context: ExecutionContext) -> bool:
+    try:
+        return context.operation_type in context.allowed_operations
+    except RuntimeError:  # no such operation, or several and none named
+        return False
 
 
 def build_schema(max_depth: int = DEFAULT_MAX_DEPTH) -> strawberry.Schema:

@@ -89,6 +89,7 @@ def test_graphql_errors_and_limits(client, merchant_key):
     assert "errors" not in gql(client, merchant_key, nested)
     syntax = gql(client, merchant_key, "{ wallets { ")
     assert syntax["data"] is None and "Syntax Error" in syntax["errors"][0]["message"]
+    assert problem(syntax) == "/problems/validation-error"
     unknown = gql(client, merchant_key, "{ nope }")
     assert problem(unknown) == "/problems/validation-error"
     assert client.put("/graphql", json={"query": "{ nope }"}).status_code == 405
@@ -218,7 +219,8 @@ def test_each_query_text_is_parsed_and_validated_once(monkeypatch) -> None:
         assert types(shallow) == ["/problems/unauthorized"]
         assert types(deep) == ["/problems/validation-error"]
         assert types(aliases) == ["/problems/validation-error"]
-        assert types("{ wallets {") == []  # a syntax error (no problem type, as before)
+        # A syntax error: validation-error, as docs/api.md says (it had no type before).
+        assert types("{ wallets {") == ["/problems/validation-error"]
     assert parsed == [shallow, deep, aliases, "{ wallets {", "{ wallets {"]
 
 
