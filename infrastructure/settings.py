@@ -43,7 +43,7 @@ class Settings(BaseSettings):
 
     graphql_max_depth: int = Field(default=8, ge=6, le=50)
     gc_gen0_threshold: int = Field(
-        default=50_000,
+        default=5_000,
         ge=0,
         le=10_000_000,
         description="Long-running commands (serve, project) collect cyclic garbage after this"

@@ -14,7 +14,7 @@ def test_start_up_objects_are_frozen_and_young_collections_are_rarer() -> None:
         tune_collector(0)
         assert gc.get_threshold() == before and gc.get_freeze_count() == 0
         tune_collector(Settings().gc_gen0_threshold)
-        assert gc.get_threshold() == (50_000, *before[1:])
+        assert gc.get_threshold() == (5_000, *before[1:])
         assert gc.get_freeze_count() > 0
         cycle: list[object] = []
         cycle.append(cycle)
