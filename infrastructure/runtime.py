@@ -8,11 +8,12 @@ then 64 clients of single transfers): 12 full collections of up to 91 ms each an
 young ones, about 1.9 s of a 10 s run; the single-request p99 was 113 ms.
 
 Start-up objects are frozen (out of every collection) and young collections are rarer.
-Not too rare: each GraphQL query leaves ~50 objects in reference cycles (graphql-core's
-executor and its helpers), so every young collection has garbage to free, and its pause
-grows faster than its size: at 50,000 net allocations, 20-70 ms pauses every half
-second put the GraphQL p99 at 42-75 ms; at 5,000, 2 ms pauses and a p99 of 24-25 ms,
-with the single-request p99 unchanged (51-52 ms) and no full collection in either run.
+Not too rare: a young collection's pause grows faster than the garbage it frees. When
+each GraphQL query still left ~50 objects in reference cycles (graphql-core's executor,
+before ``read_api.schema.AcyclicExecutionContext``), 50,000 net allocations meant 20-70 ms
+pauses every half second and a GraphQL p99 of 42-75 ms; 5,000 meant 2 ms pauses and a
+p99 of 24-25 ms, with the single-request p99 unchanged (51-52 ms) and no full collection
+in either run. Requests may still make cyclic garbage (an error's traceback, say).
 """
 
 from __future__ import annotations
