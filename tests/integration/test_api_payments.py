@@ -428,21 +428,21 @@ def test_a_ledger_write_fails_and_is_retried_with_no_half_state(svc: Service) ->
     from eventsourcing.persistence import OperationalError
 
     wallet = svc.wallet()
-    events = svc.container.engine.app.events
-    real_put = events.put
+    recorder = svc.container.engine.app.events.recorder  # where the writer saves a batch
+    real_insert = recorder.insert_events
     failures = {"left": 1}
 
-    def flaky_put(items: Any, **kw: Any) -> Any:
-        if failures["left"] and any(type(e).__name__ == "Captured" for e in items):
+    def flaky_insert(items: Any, **kw: Any) -> Any:
+        if failures["left"] and any(e.topic.endswith(".Captured") for e in items):
             failures["left"] -= 1
             raise OperationalError("connection lost mid-commit (injected)")
-        return real_put(items, **kw)
+        return real_insert(items, **kw)
 
-    events.put = flaky_put
+    recorder.insert_events = flaky_insert  # type: ignore[method-assign]
     try:
         p = svc.pay(wallet, "20.00").json()["payment"]
     finally:
-        events.put = real_put
+        recorder.insert_events = real_insert  # type: ignore[method-assign]
     assert failures["left"] == 0
     assert p["status"] == "captured", p
     assert svc.balance(wallet)[0] == minor("20.00") - minor(p["fees"])

@@ -329,19 +329,20 @@ def test_two_schedulers_racing_run_each_occurrence_exactly_once(container: Conta
         # before its save, A runs the same pass and commits, then B's save goes on.
         conflicts: list[BaseException] = []
         stalled, go = threading.Event(), threading.Event()
-        real_put = other.app.events.put
+        recorder = other.app.events.recorder  # where B's writer saves a batch
+        real_insert = recorder.insert_events
 
-        def stalled_put(*args: Any, **kwargs: Any) -> Any:
+        def stalled_insert(*args: Any, **kwargs: Any) -> Any:
             if not go.is_set():
                 stalled.set()
                 go.wait(timeout=30)
             try:
-                return real_put(*args, **kwargs)
+                return real_insert(*args, **kwargs)
             except RecordConflictError as exc:
                 conflicts.append(exc)
                 raise
 
-        other.app.events.put = stalled_put  # type: ignore[method-assign]
+        recorder.insert_events = stalled_insert  # type: ignore[method-assign]
         b = threading.Thread(target=lambda: answers[1].extend(schedulers[1].run_once(t0)))
         b.start()
         assert stalled.wait(timeout=30)
