@@ -15,15 +15,15 @@ from typing import Any
 
 import anyio.to_thread
 import orjson
-from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from cross_web import HTTPException
 from starlette.datastructures import Headers
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import MissingQueryError
-from strawberry.http import GraphQLRequestData, process_result
+from strawberry.http import process_result
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -133,10 +133,10 @@ class LedgerGraphQL(GraphQL[ReadContext, None]):
 
     The lane: a plain ``POST`` of ``application/json`` holding one well-formed operation
     (what every client sends) is executed by the schema directly, without the view's
-    general request handling (request and response objects, a sub-response, content
-    negotiation), and answered with what the view would answer. Anything else (GET,
-    GraphiQL, batches, streaming ``Accept`` headers, malformed fields, an operation the
-    schema refuses to run over HTTP) goes to the view with the body already read. A
+    general request handling (a response object, a sub-response, content negotiation),
+    and answered with what the view would answer. Anything else (GET, GraphiQL, batches,
+    streaming ``Accept`` headers, malformed fields, an operation the schema refuses to
+    run over HTTP) goes to the view on the same request, whose body it keeps. A
     differential test (tests/unit/test_graphql_lane.py) sends the same requests both ways.
     """
 
@@ -150,7 +150,8 @@ class LedgerGraphQL(GraphQL[ReadContext, None]):
         if not (self.lane and scope["type"] == "http" and scope["method"] == "POST"):
             await super().__call__(scope, receive, send)
             return
-        headers = Headers(scope=scope)
+        request = Request(scope, receive)
+        headers = request.headers
         accept = headers.get("accept", "")
         if (
             headers.get("content-type") != "application/json"
@@ -159,14 +160,22 @@ class LedgerGraphQL(GraphQL[ReadContext, None]):
         ):
             await super().__call__(scope, receive, send)
             return
-        raw = await _read_body(receive)
-        if raw is None:  # the client went away
+        try:
+            raw = await request.body()  # kept by the request, for the view too
+        except ClientDisconnect:
             return
-        body = self._lane_answer(await self._lane_execute(raw, headers))
-        if body is None:
-            await super().__call__(scope, _replay(raw, receive), send)
+        result = await self._lane_execute(raw, headers)
+        if result is None:
+            # The view, as Strawberry's own ``__call__`` runs it, on the same request.
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:
+                response = PlainTextResponse(exc.reason, status_code=exc.status_code)
+            await response(scope, receive, send)
             return
         self.served += 1
+        body = self.encode_json(process_result(result))
+        body = body if isinstance(body, bytes) else body.encode()
         await send(
             {
                 "type": "http.response.start",
@@ -207,44 +216,10 @@ class LedgerGraphQL(GraphQL[ReadContext, None]):
             return None  # the view turns these into 400s
         return result if isinstance(result, ExecutionResult) else None
 
-    def _lane_answer(self, result: ExecutionResult | None) -> bytes | None:
-        if result is None:
-            return None
-        answer = self.encode_json(process_result(result))
-        return answer if isinstance(answer, bytes) else answer.encode()
-
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> ReadContext:
         return await self.contexts(request.headers)
-
-    async def parse_http_body(
-        self, request: AsyncHTTPRequestAdapter
-    ) -> GraphQLRequestData | list[GraphQLRequestData]:
-        headers = request.headers
-        accept = headers.get("accept", "")
-        if (
-            request.method == "POST"
-            and headers.get("content-type") == "application/json"
-            and "multipart/" not in accept
-            and "event-stream" not in accept
-        ):
-            data = self.parse_json(await request.get_body())
-            if isinstance(data, dict):
-                query, variables = data.get("query"), data.get("variables")
-                extensions = data.get("extensions")
-                if (
-                    isinstance(query, str)
-                    and isinstance(variables, dict | None)
-                    and isinstance(extensions, dict | None)
-                ):
-                    return GraphQLRequestData(
-                        query=query,
-                        variables=variables,
-                        operation_name=data.get("operationName"),
-                        extensions=extensions,
-                    )
-        return await super().parse_http_body(request)  # the body is cached if read
 
     def parse_json(self, data: str | bytes) -> Any:
         parsed = super().parse_json(data)
@@ -263,31 +238,6 @@ class LedgerGraphQL(GraphQL[ReadContext, None]):
             return orjson.dumps(data)
         except TypeError:  # what orjson refuses (an int beyond 64 bits), json.dumps may not
             return super().encode_json(data)
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(raw: bytes, receive: Receive) -> Receive:
-    """A receive that gives the body already read, then whatever the client sends next."""
-    pending = True
-
-    async def replayed() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 def create_graphql_app(

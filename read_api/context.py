@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import TypeVar
@@ -24,7 +24,6 @@ import anyio
 import anyio.to_thread
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext
 from strawberry.types import ExecutionContext
 
@@ -209,11 +208,3 @@ async def hold_until_min_position(execution_context: ExecutionContext) -> None:
         except LedgerError as exc:
             error = GraphQLError(exc.detail, original_error=exc, extensions=problem_extensions(exc))
             execution_context.result = GraphQLExecutionResult(data=None, errors=[error])
-
-
-class MinPositionGate(SchemaExtension):
-    """Hold execution until ``Ledger-Min-Position`` is reached (see the module doc)."""
-
-    async def on_execute(self) -> AsyncIterator[None]:
-        await hold_until_min_position(self.execution_context)
-        yield

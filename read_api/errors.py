@@ -1,22 +1,20 @@
 """Expected GraphQL errors, carrying the problem ``type`` URIs of the REST API.
 
 A resolver raises a ``domain.errors.LedgerError`` (``NotFound``, ``ValidationError`` or
-one of the two below); the ``ProblemErrors`` extension turns it into a GraphQL error with
-``extensions: {"type": "/problems/<code>", "title": ...}``. Anything else raised while
-executing is unexpected: it is logged and reaches the client only as ``internal-error``,
-its message masked. Errors found before execution (syntax, unknown fields, bad argument
-values, the depth limit) are ``validation-error``.
+one of the two below); ``shape_errors`` (run by the schema's extension) turns it into a
+GraphQL error with ``extensions: {"type": "/problems/<code>", "title": ...}``. Anything
+else raised while executing is unexpected: it is logged and reaches the client only as
+``internal-error``, its message masked. Errors found before execution (syntax, unknown
+fields, bad argument values, the depth limit) are ``validation-error``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext as StrawberryExecutionContext
 from strawberry.types.execution import ExecutionResult
 
@@ -78,11 +76,3 @@ def shape_errors(execution_context: StrawberryExecutionContext) -> None:
     result = execution_context.result
     if isinstance(result, GraphQLExecutionResult | ExecutionResult) and result.errors:
         result.errors = [shape(e) for e in result.errors]
-
-
-class ProblemErrors(SchemaExtension):
-    """Give every error a problem ``type``; mask the messages of unexpected ones."""
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        shape_errors(self.execution_context)
