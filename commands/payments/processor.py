@@ -53,6 +53,7 @@ from commands.payments.ports import (
 from commands.payments.retry import RetryPolicy
 from domain.payment import (
     ATTEMPT_ERROR,
+    AUTHORIZED,
     AUTOMATIC,
     CREATED,
     OP_CAPTURE,
@@ -172,7 +173,7 @@ class PaymentProcessor:
                     return self._payment(payment_id)
                 continue
             if payment.status not in (CREATED, PROCESSING):
-                return payment
+                return self._confirm_capture(payment, correlation_id)
             if len(payment.attempts) >= self.max_attempts:
                 self._dead_letter(
                     "payment", payment.id, "attempts exhausted", f"{len(payment.attempts)} attempts"
@@ -242,6 +243,23 @@ class PaymentProcessor:
         else:  # UNKNOWN (or an OK without an update): only a status query may settle it
             call = self._call("authorize", name, result, "outcome unknown: query status")
             self._run(RecordPaymentCall(payment.id, call), corr)
+
+    def _confirm_capture(self, payment: Payment, corr: str) -> Payment:
+        """An automatic-capture payment that stands only authorized: the provider was asked
+        to capture, so one status query says whether it did. This is the case when the
+        provider's own authorized webhook settled an unknown outcome before its captured
+        webhook arrived; without the query the caller would be answered ``authorized``."""
+        if payment.status != AUTHORIZED or payment.capture_method != AUTOMATIC:
+            return payment
+        name = payment.provider
+        provider = self.providers.get(name) if name is not None else None
+        if name is None or provider is None:
+            return payment
+        status = provider.payment_status(str(payment.id))
+        self._observe(name, status)
+        if status.outcome is CallOutcome.OK and status.found:
+            self._apply_status(payment, name, status, corr)
+        return self._payment(payment.id)
 
     def _settle_unknown(self, payment: Payment, corr: str) -> bool:
         """Ask the provider what became of the last attempt; answers whether it is settled

@@ -17,7 +17,9 @@ import pytest
 
 from commands.handlers import derived_id
 from commands.model import CommandRequest, CreatePayment, StartPaymentAttempt
+from commands.payments.ports import CallOutcome, WebhookEvent
 from domain.money import Money
+from domain.payment import ProviderUpdate
 from domain.principal import Principal
 from infrastructure.audit import verify
 from infrastructure.container import Container, build
@@ -326,6 +328,46 @@ def test_the_providers_answer_is_dropped_no_second_charge(svc: Service) -> None:
     p = r.json()["payment"]
     assert p["status"] == "captured", p
     assert [a["provider"] for a in p["attempts"]] == ["zenith"]
+    assert len(svc.charges(p["id"])) == 1
+    svc.audit()
+
+
+def test_an_authorized_webhook_before_the_lost_answer_still_ends_captured(svc: Service) -> None:
+    """The race CI met: the answer to an automatic-capture charge is lost, and the
+    provider's ``authorized`` webhook settles the unknown outcome before its ``captured``
+    webhook arrives. The payment must not be answered ``authorized``: a status query says
+    the provider captured it. Made deterministic: webhooks go nowhere, and the
+    ``authorized`` webhook is handed to the service while the charge call returns."""
+    r = svc.psp.put("/_config/zenith", json={"webhook_url": "http://127.0.0.1:9/nowhere"})
+    assert r.status_code == 200, r.text
+    set_faults(svc.psp, "zenith", drop_response_rate=1.0)
+    processor = svc.container.payments.processor
+    real = processor.providers["zenith"]
+    webhooks: list[str] = []
+
+    class AuthorizedWebhookFirst:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def authorize(self, request: Any) -> Any:
+            result = real.authorize(request)
+            assert result.outcome is CallOutcome.UNKNOWN, result
+            (charge,) = svc.charges(request.reference)
+            update = ProviderUpdate("authorized", "zenith:evt_first", "zenith",
+                                    amount=request.amount, provider_ref=charge["object_id"])  # fmt: skip
+            event = WebhookEvent("evt_first", "payment", request.reference, update)
+            webhooks.append(str(processor.handle_webhook([event], "webhook:zenith:evt_first")))
+            return result
+
+    processor.providers["zenith"] = AuthorizedWebhookFirst()
+    try:
+        r = svc.pay(svc.wallet(), "40.00")
+    finally:
+        processor.providers["zenith"] = real
+    assert r.status_code == 201, r.text
+    assert webhooks, "the authorized webhook was not handed over"
+    p = r.json()["payment"]
+    assert (p["status"], p["captured_amount"]) == ("captured", "40.00"), p
     assert len(svc.charges(p["id"])) == 1
     svc.audit()
 
