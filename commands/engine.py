@@ -13,6 +13,13 @@ at that moment (up to ``max_batch``), and for the whole batch:
 4. saves every event and every idempotency record in one transaction (one commit, one
    fsync for the whole batch) and answers every caller with the position of its events.
 
+The save runs on a second thread, so that while one batch commits the writer already
+applies the next one, on top of the state the committing batch leaves (its aggregates
+are pinned until it is settled). Nobody is answered before their batch has committed,
+and batches commit in order: the next one is handed to the saver only after the one
+before it has committed. If that one fails instead, the next one was built on state that
+never was: it is thrown away (its aggregates dropped from the cache) and applied afresh.
+
 Optimistic concurrency stays the safety net when several processes write: if the save
 conflicts, the cache entries are dropped and each command of the batch is re-run alone on
 freshly loaded aggregates, so nothing is lost or applied twice.
@@ -26,8 +33,8 @@ import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -102,10 +109,33 @@ class _Applied:
 
 @dataclass
 class _Batch:
+    jobs: list[_Job]
+    # The batch still committing when this one was applied: its changes are this batch's
+    # starting point, so its aggregates are taken from it (pinned) rather than from the
+    # cache or the store, which may not have them yet.
+    base: _Batch | None = None
     events: list[Any] = field(default_factory=list)
     by_aggregate: dict[UUID, list[Any]] = field(default_factory=lambda: defaultdict(list))
     applied: list[_Applied] = field(default_factory=list)
     verified: set[UUID] = field(default_factory=set)
+    touched: dict[UUID, Aggregate] = field(default_factory=dict)
+    saved: Future[Sequence[int] | None] | None = None
+
+    @property
+    def saved_done(self) -> bool:
+        return self.saved is not None and self.saved.done()
+
+    def pinned(self, aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate as this batch (or, failing that, its base) left it."""
+        aggregate = self.touched.get(aggregate_id)
+        if aggregate is None and self.base is not None:
+            aggregate = self.base.touched.get(aggregate_id)
+        return aggregate
+
+    def events_of(self, aggregate_id: UUID) -> list[Any]:
+        """Uncommitted events of an aggregate, the base's first."""
+        earlier = self.base.by_aggregate.get(aggregate_id, []) if self.base else []
+        return [*earlier, *self.by_aggregate.get(aggregate_id, ())]
 
 
 def utc_now() -> datetime:
@@ -119,8 +149,9 @@ def _collector_paused() -> Iterator[None]:
     A batch keeps every event, body and changed aggregate alive until it commits, so the
     collections its allocations trigger find nothing to free and only walk (and promote)
     those objects: a tenth of the writer's time. Whatever garbage there is, is collected
-    after the batch. Only the batch's first attempt: the one-command re-runs after a
-    conflict may be many. Left alone if someone else has turned the collector off.
+    after the batch. Only while a batch is applied and encoded: not during the
+    one-command re-runs after a conflict, which may be many. Left alone if someone else
+    has turned the collector off.
     """
     if not gc.isenabled():
         yield
@@ -130,6 +161,9 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+_WAKE = object()  # queued when a save finishes: the writer may answer its callers
 
 
 class _Conflict(Exception):
@@ -148,6 +182,7 @@ class LedgerEngine:
         clock: Callable[[], datetime] = utc_now,
         cache_size: int = 10_000,
         max_batch: int = 1_000,
+        overlap: bool = True,
         on_written: Callable[[int], None] | None = None,
     ) -> None:
         self.app = app
@@ -155,9 +190,11 @@ class LedgerEngine:
         self.probe = probe
         self.clock = clock
         self.max_batch = max_batch
+        self.overlap = overlap
         self.on_written = on_written
         self.cache = AggregateCache(cache_size)
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._saver = ThreadPoolExecutor(1, thread_name_prefix="ledger-saver")
+        self._queue: queue.SimpleQueue[_Job | object | None] = queue.SimpleQueue()
         self._in_flight: set[tuple[str, str]] = set()
         self._in_flight_lock = threading.Lock()
         self._stopped = False
@@ -202,6 +239,7 @@ class LedgerEngine:
             self._stopped = True
             self._queue.put(None)
             self._thread.join(timeout=30)
+            self._saver.shutdown(wait=True)
 
     # ---- writer thread ------------------------------------------------------------------
 
@@ -228,38 +266,93 @@ class LedgerEngine:
             assert outcome is not None
             job.future.set_result(outcome)
 
-    def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs = [first]
-            while len(jobs) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                jobs.append(nxt)
+    def _take(self) -> tuple[list[_Job], bool]:
+        """Wait for something to do, then take the commands queued now (at most
+        ``max_batch``); and whether to stop. A save that finished wakes it with none."""
+        jobs: list[_Job] = []
+        item = self._queue.get()
+        while True:
+            if item is None:
+                return jobs, True
+            if isinstance(item, _Job):
+                jobs.append(item)
+                if len(jobs) >= self.max_batch:
+                    return jobs, False
             try:
-                self._process(jobs)
-            except BaseException as exc:  # delivered to every caller, never lost
-                log.exception("batch of %d commands failed", len(jobs))
-                self.cache.clear()
-                for job in jobs:
-                    self._resolve(job, error=exc)
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return jobs, False
 
-    def _process(self, jobs: list[_Job]) -> None:
+    def _loop(self) -> None:
+        in_flight: _Batch | None = None
+        while True:
+            jobs, stopping = self._take()
+            if jobs:
+                in_flight = self._next(jobs, in_flight)
+            if in_flight is not None and (stopping or in_flight.saved_done):
+                self._settle(in_flight, None)
+                in_flight = None
+            if stopping:
+                return
+
+    def _next(self, jobs: list[_Job], in_flight: _Batch | None) -> _Batch | None:
+        """Apply ``jobs`` (on top of the batch in flight), settle the one in flight, and
+        start saving the new one; returns the batch now in flight."""
         try:
             with _collector_paused():
-                self._attempt(jobs)
-            return
+                batch = self._prepare(jobs, in_flight)
+        except BaseException as exc:  # delivered to every caller, never lost
+            self.cache.clear()  # it may hold what these half-applied commands changed
+            if in_flight is not None:
+                self._settle(in_flight, None)
+            self._fail(jobs, exc)
+            return None
+        if in_flight is not None:
+            batch = self._settle(in_flight, batch)
+        if batch is None:
+            return None
+        with _collector_paused():
+            self._save(batch)
+        if self.overlap:
+            return batch
+        self._settle(batch, None)
+        return None
+
+    def _fail(self, jobs: list[_Job], exc: BaseException) -> None:
+        log.exception("batch of %d commands failed", len(jobs), exc_info=exc)
+        self.cache.clear()
+        for job in jobs:
+            self._resolve(job, error=exc)
+
+    def _settle(self, batch: _Batch, following: _Batch | None) -> _Batch | None:
+        """Wait for ``batch``'s save and answer its callers. On a conflict each of its
+        commands is re-run alone; ``following`` (applied on top of it) is then thrown
+        away and applied again, and the batch to save next is returned."""
+        try:
+            self._finish(batch)
+            if following is not None:
+                following.base = None  # in the store now; and no chain of every batch
+            return following
         except _Conflict:
-            pass
-        # Another writer got in between: re-run each command alone on fresh state.
+            failure: BaseException | None = None
+        except BaseException as exc:
+            failure = exc
+        if following is not None:
+            self._discard(following)
+        if failure is not None:
+            self._fail(batch.jobs, failure)
+        else:
+            self._rerun_alone(batch.jobs)
+        if following is None:
+            return None
+        try:
+            return self._prepare(following.jobs, None)
+        except BaseException as exc:
+            self._fail(following.jobs, exc)
+            return None
+
+    def _rerun_alone(self, jobs: list[_Job]) -> None:
+        """Another writer got in between: re-run each command alone on fresh state."""
         for job in jobs:
             if job.resolved:
                 continue
@@ -273,36 +366,60 @@ class LedgerEngine:
                 self._resolve(job, error=conflict())
 
     def _attempt(self, jobs: list[_Job]) -> None:
+        """Apply, save and answer, all before returning."""
+        batch = self._prepare(jobs, None)
+        if batch is not None:
+            self._save(batch)
+            self._finish(batch)
+
+    def _prepare(self, jobs: list[_Job], base: _Batch | None) -> _Batch | None:
+        """Apply the commands (on top of ``base``, still committing, if given) and encode
+        their events; None when every one of them was answered already."""
         todo = self._replays(jobs)
         if not todo:
-            return
-        batch = _Batch()
+            return None
+        batch = _Batch(todo, base)
         self._verify_cache(todo, batch)
         for job in todo:
             self._apply(job, batch)
+        return batch
+
+    def _save(self, batch: _Batch) -> None:
         records = [(a.record, a.last_event) for a in batch.applied if a.record is not None]
+        # The mapper and recorder directly: Application.save would re-check every event
+        # against a runtime Protocol (a tenth of a large batch's time), and the event
+        # store's put builds two result objects per event, of which only the position is
+        # used (the recorder checks it got one per event, before commit).
         store = self.app.events
+        stored = list(map(store.mapper.to_stored_event, batch.events))
+        batch.saved = self._saver.submit(store.recorder.insert_events, stored, idempotency=records)
+        batch.saved.add_done_callback(self._wake)
+
+    def _wake(self, _: object) -> None:
+        self._queue.put(_WAKE)
+
+    def _discard(self, batch: _Batch) -> None:
+        """Drop from the cache everything a batch that will not commit has changed."""
+        for aggregate_id in (*batch.by_aggregate, *batch.touched):
+            self.cache.evict(aggregate_id)
+        for applied in batch.applied:
+            for aggregate_id in self._declared(applied.job.request.command):
+                self.cache.evict(aggregate_id)
+
+    def _finish(self, batch: _Batch) -> None:
+        """Wait for the batch's save, then answer its callers."""
+        assert batch.saved is not None
         try:
-            # The mapper and recorder directly: Application.save would re-check every
-            # event against a runtime Protocol (a tenth of a large batch's time), and the
-            # event store's put builds two result objects per event, of which only the
-            # position is used (the recorder checks it got one per event, before commit).
-            stored = list(map(store.mapper.to_stored_event, batch.events))
-            positions = store.recorder.insert_events(stored, idempotency=records) or []
+            positions = batch.saved.result() or []
         except (RecordConflictError, IdempotencyKeyTaken, OperationalError, InterfaceError) as exc:
             # A conflict, a lock timeout or a lost connection: nothing or everything of the
             # batch was committed. Re-running each command alone is safe either way: it
             # first looks up its key (a committed command replays) and its aggregates are
             # reloaded (a committed event conflicts instead of applying twice).
-            for aggregate_id in batch.by_aggregate:
-                self.cache.evict(aggregate_id)
-            for applied in batch.applied:
-                for aggregate_id in self._declared(applied.job.request.command):
-                    self.cache.evict(aggregate_id)
+            self._discard(batch)
             raise _Conflict from exc
         except BaseException:
-            for aggregate_id in batch.by_aggregate:
-                self.cache.evict(aggregate_id)
+            self._discard(batch)
             raise
         for applied in batch.applied:
             position = positions[applied.last_event] if applied.last_event is not None else None
@@ -364,6 +481,10 @@ class LedgerEngine:
         named: set[UUID] = set()
         for job in jobs:
             named |= self._declared(job.request.command)
+        if batch.base is not None:  # pinned: ahead of the store until the base commits
+            pinned = named & batch.base.touched.keys()
+            named -= pinned
+            batch.verified |= pinned
         cached = self.cache.versions(named)
         if cached:
             current = self.probe.current_versions(list(cached))
@@ -374,6 +495,9 @@ class LedgerEngine:
 
     def _loader(self, batch: _Batch) -> Callable[[UUID], Aggregate]:
         def load(aggregate_id: UUID) -> Aggregate:
+            aggregate = batch.pinned(aggregate_id)
+            if aggregate is not None:
+                return aggregate
             aggregate = self.cache.get(aggregate_id)
             if (
                 aggregate is not None
@@ -432,6 +556,7 @@ class LedgerEngine:
             if events:
                 batch.events.extend(events)
                 batch.by_aggregate[aggregate.id].extend(events)
+                batch.touched[aggregate.id] = aggregate
             self._keep(aggregate)
         last = len(batch.events) - 1 if len(batch.events) > before else None
         batch.applied.append(_Applied(job, status, body, self._record(request, status, body), last))
@@ -443,12 +568,20 @@ class LedgerEngine:
                 continue
             aggregate_id = aggregate.id
             self.cache.evict(aggregate_id)
+            batch.touched.pop(aggregate_id, None)
             restored: Any = None
             with contextlib.suppress(AggregateNotFoundError):
                 restored = self.app.repository.get(aggregate_id)
-            for event in batch.by_aggregate.get(aggregate_id, ()):
-                restored = event.mutate(restored)
+            # The store has the base's events or not, depending on whether it has
+            # committed by now: apply only what it does not have.
+            for event in batch.events_of(aggregate_id):
+                if restored is None or event.originator_version > restored.version:
+                    restored = event.mutate(restored)
             if restored is not None:
+                if aggregate_id in batch.by_aggregate or (
+                    batch.base is not None and aggregate_id in batch.base.touched
+                ):
+                    batch.touched[aggregate_id] = restored
                 self._keep(restored)
 
     @staticmethod

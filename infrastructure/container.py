@@ -192,6 +192,7 @@ def build(settings: Settings, *, db: ConnectionParams | None = None) -> Containe
         PgVersionProbe(pool),
         cache_size=settings.wallet_cache_size,
         max_batch=settings.max_batch_commands,
+        overlap=settings.writer_overlap,
     )
     runner = ProjectionRunner(pool, app.mapper, live_targets(), settings.projection_batch_size)
     from infrastructure.payments import build_payment_services

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     max_batch_commands: int = Field(
         default=1_000, ge=1, le=100_000, description="Commands per group-commit transaction."
     )
+    writer_overlap: bool = Field(
+        default=True,
+        description="Apply the next batch while the one before it commits (off: one at a time).",
+    )
     idempotency_ttl_hours: int = Field(default=48, ge=24)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     min_position_wait_s: float = Field(default=5.0, gt=0, le=60)
