@@ -452,3 +452,22 @@ def test_a_cycle_ends() -> None:
     loop: list[object] = ["x"]
     loop.append(loop)
     assert find_pan(loop) is None
+
+
+@given(
+    st.lists(
+        st.one_of(
+            pans(),
+            grouped_pans(),
+            st.text(alphabet="0123456789", max_size=20),
+            st.text(alphabet=" -", min_size=1, max_size=3),
+            st.text(alphabet='abf_\t.:"', min_size=1, max_size=3),
+        ),
+        max_size=16,
+    )
+)
+def test_the_ascii_scan_finds_what_the_regex_scan_finds(parts: list[str]) -> None:
+    from domain.pan import _RUN_BYTES, _ascii_contains_pan
+
+    text = "".join(parts)
+    assert _ascii_contains_pan(text, text.encode().translate(_RUN_BYTES)) == text_contains_pan(text)
