@@ -47,4 +47,5 @@ class AggregateCache:
         self._items.clear()
 
     def versions(self, keys: set[UUID]) -> dict[UUID, int]:
-        return {k: self._items[k].version for k in keys if k in self._items}
+        items = self._items
+        return {k: item.version for k in keys if (item := items.get(k)) is not None}

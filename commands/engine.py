@@ -517,16 +517,14 @@ class LedgerEngine:
             if aggregate is not None:
                 return aggregate
             aggregate = self.cache.get(aggregate_id)
-            if (
-                aggregate is not None
-                and aggregate_id not in batch.verified
-                and aggregate_id not in batch.by_aggregate
-            ):
-                current = self.probe.current_versions([aggregate_id]).get(aggregate_id)
-                if current != aggregate.version:
-                    self.cache.evict(aggregate_id)
-                    aggregate = None
-            batch.verified.add(aggregate_id)
+            # Not pinned: the batch has not changed it (what it changed is pinned).
+            if aggregate_id not in batch.verified:
+                batch.verified.add(aggregate_id)
+                if aggregate is not None:
+                    current = self.probe.current_versions([aggregate_id]).get(aggregate_id)
+                    if current != aggregate.version:
+                        self.cache.evict(aggregate_id)
+                        aggregate = None
             if aggregate is None:
                 try:
                     aggregate = self.app.repository.get(aggregate_id)
