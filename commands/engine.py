@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +78,10 @@ class VersionProbe(Protocol):
     """Port: the current (highest stored) version of each aggregate; absent if none."""
 
     def current_versions(self, ids: Collection[UUID]) -> dict[UUID, int]: ...
+
+    def moved(self, versions: Mapping[UUID, int]) -> list[UUID]:
+        """The aggregates whose highest stored version is not the one given."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,13 +307,22 @@ class LedgerEngine:
             if self._queue.empty():
                 self._collector.release()  # about to wait: collect now, if need be
             jobs, stopping = self._take()
-            if jobs:
-                self._collector.hold()
-                in_flight = self._next(jobs, in_flight)
-                self._collector.release_if_due()
-            if in_flight is not None and (stopping or in_flight.saved_done):
-                self._settle(in_flight, None)
-                in_flight = None
+            try:
+                if jobs:
+                    self._collector.hold()
+                    in_flight = self._next(jobs, in_flight)
+                    self._collector.release_if_due()
+                if in_flight is not None and (stopping or in_flight.saved_done):
+                    settling, in_flight = in_flight, None
+                    self._settle(settling, None)
+            except BaseException as exc:  # the writer must never die: everyone is answered
+                self._fail(jobs, exc)
+                if in_flight is not None:
+                    settling, in_flight = in_flight, None
+                    try:
+                        self._settle(settling, None)
+                    except BaseException as again:
+                        self._fail(settling.jobs, again)
             if stopping:
                 self._collector.release()
                 return
@@ -329,7 +342,12 @@ class LedgerEngine:
             batch = self._settle(in_flight, batch)
         if batch is None:
             return None
-        self._save(batch)
+        try:
+            self._save(batch)
+        except BaseException as exc:  # an event its mapper cannot encode, say
+            self._discard(batch)
+            self._fail(batch.jobs, exc)
+            return None
         if self.overlap:
             return batch
         self._settle(batch, None)
@@ -374,14 +392,17 @@ class LedgerEngine:
         for job in jobs:
             if job.resolved:
                 continue
-            for _ in range(MAX_CONFLICT_RETRIES):
-                try:
-                    self._attempt([job])
-                    break
-                except _Conflict:
-                    continue
-            else:
-                self._resolve(job, error=conflict())
+            try:
+                for _ in range(MAX_CONFLICT_RETRIES):
+                    try:
+                        self._attempt([job])
+                        break
+                    except _Conflict:
+                        continue
+                else:
+                    self._resolve(job, error=conflict())
+            except BaseException as exc:  # the store is down, say: this command fails
+                self._fail([job], exc)
 
     def _attempt(self, jobs: list[_Job]) -> None:
         """Apply, save and answer, all before returning."""
@@ -505,10 +526,8 @@ class LedgerEngine:
             batch.verified |= pinned
         cached = self.cache.versions(named)
         if cached:
-            current = self.probe.current_versions(list(cached))
-            for aggregate_id, version in cached.items():
-                if current.get(aggregate_id) != version:
-                    self.cache.evict(aggregate_id)
+            for aggregate_id in self.probe.moved(cached):
+                self.cache.evict(aggregate_id)
         batch.verified |= named
 
     def _loader(self, batch: _Batch) -> Callable[[UUID], Aggregate]:

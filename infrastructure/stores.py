@@ -6,7 +6,7 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 
 import orjson
@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool
 
 from commands.idempotency import StoredResponse
 from commands.model import ROLES, Principal
-from infrastructure.eventstore import UuidArray
+from infrastructure.eventstore import Int8Array, UuidArray
 
 
 class PgIdempotencyStore:
@@ -70,6 +70,21 @@ class PgVersionProbe:
                 prepare=True,
             ).fetchall()
         return {r[0]: int(r[1]) for r in rows if r[1] is not None}
+
+    def moved(self, versions: Mapping[uuid.UUID, int]) -> list[uuid.UUID]:
+        """Compared in the database: only the ids that moved come back (usually none),
+        not a row per id for Python to turn into a UUID and compare."""
+        if not versions:
+            return []
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT q.id FROM unnest(%b::uuid[], %b::bigint[]) AS q(id, version)"
+                " WHERE q.version IS DISTINCT FROM (SELECT max(e.originator_version)"
+                " FROM ledger_events e WHERE e.originator_id = q.id)",
+                (UuidArray.of(list(versions)), Int8Array.of(list(versions.values()))),
+                prepare=True,
+            ).fetchall()
+        return [r[0] for r in rows]
 
 
 def hash_key(raw: str) -> str:

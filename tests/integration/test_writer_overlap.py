@@ -197,3 +197,44 @@ def test_a_wallet_opened_in_the_committing_batch_is_usable_in_the_next(container
     assert_replays(container, [opening, *later], outs)
     container.runner.run_until_caught_up()
     assert verify(container).ok
+
+
+def test_a_save_that_breaks_fails_its_callers_and_the_writer_goes_on(container, monkeypatch):
+    """An error no command caused (here: encoding the events) answers the batch's callers
+    with it, writes nothing of that batch, and the writer keeps serving."""
+    a, b = wallet(container, "10.00"), wallet(container)
+    mapper = container.app.events.mapper
+    encode = mapper.to_stored_event
+    broken = [True]
+
+    def breaks_once(event: Any) -> Any:
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("encoder broke")
+        return encode(event)
+
+    monkeypatch.setattr(mapper, "to_stored_event", breaks_once)
+    failing = request(CreateTransfer(a, b, usd("4.00")))
+    with pytest.raises(RuntimeError, match="encoder broke"):
+        container.engine.execute(failing)
+    after = container.engine.execute(request(CreateTransfer(a, b, usd("3.00"))))
+    assert after.status == 201
+    again = container.engine.execute(failing)  # never recorded: it runs now
+    assert again.status == 201 and not again.replayed
+    assert container.app.repository.get(a).posted == 300
+    container.runner.run_until_caught_up()
+    assert verify(container).ok
+
+
+def test_the_version_probe_returns_only_what_moved(container):
+    """The writer's check of its cached aggregates against the store, compared in the
+    database: an id comes back when its stored version is another, or none is stored."""
+    from infrastructure.stores import PgVersionProbe
+
+    a, b = wallet(container, "10.00"), wallet(container)  # versions 2 and 1
+    unknown = uuid.uuid4()
+    probe = PgVersionProbe(container.pool)
+    assert probe.moved({}) == []
+    assert probe.moved({a: 2, b: 1}) == []
+    assert sorted(probe.moved({a: 1, b: 1, unknown: 1})) == sorted([a, unknown])
+    assert probe.moved({b: 2}) == [b]  # ahead of the store counts too
