@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -48,6 +48,8 @@ from domain.wallet import Wallet
 
 ID_NAMESPACE = uuid5(NAMESPACE_URL, "urn:payments-ledger:ids")
 _ID_NAMESPACE_BYTES = ID_NAMESPACE.bytes
+_CLEAR_VERSION_AND_VARIANT = ~((0xF000 << 64) | (0xC000 << 48))
+_VERSION_5_RFC_4122 = (5 << 76) | (0x8000 << 48)
 
 
 def derived_id(*parts: str) -> UUID:
@@ -58,7 +60,13 @@ def derived_id(*parts: str) -> UUID:
     namespace encoding (one per transfer of a batch)."""
     name = "\x1f".join(parts).encode()
     digest = hashlib.sha1(_ID_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
-    return UUID(bytes=digest[:16], version=5)
+    # UUID(bytes=digest[:16], version=5) without its argument checks: version 5, RFC 4122
+    # variant. tests/unit/test_writer_fastpath.py checks it against uuid5 itself.
+    value = int.from_bytes(digest[:16]) & _CLEAR_VERSION_AND_VARIANT | _VERSION_5_RFC_4122
+    uuid = object.__new__(UUID)
+    object.__setattr__(uuid, "int", value)
+    object.__setattr__(uuid, "is_safe", SafeUUID.unknown)
+    return uuid
 
 
 class UnitOfWork:

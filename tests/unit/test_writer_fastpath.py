@@ -259,8 +259,9 @@ def test_ledger_mapper_defers_to_the_library_with_a_compressor() -> None:
     ],
 )
 def test_derived_id_is_uuid5_of_the_joined_parts(parts: tuple[str, ...]) -> None:
-    assert derived_id(*parts) == uuid5(ID_NAMESPACE, "\x1f".join(parts))
-    assert derived_id(*parts).version == 5
+    ours, theirs = derived_id(*parts), uuid5(ID_NAMESPACE, "\x1f".join(parts))
+    assert ours == theirs and str(ours) == str(theirs) and hash(ours) == hash(theirs)
+    assert (ours.version, ours.variant, ours.is_safe) == (5, theirs.variant, theirs.is_safe)
 
 
 def test_transfer_view_prints_each_creation_time_in_its_own_zone() -> None:
