@@ -554,12 +554,12 @@ class LedgerEngine:
 
         return load
 
-    def _keep(self, aggregate: Aggregate) -> None:
+    def _keep(self, aggregate: Aggregate, aggregate_id: UUID | None = None) -> None:
         # Settled transfers are never written again: keep the cache for wallets and holds.
         if isinstance(aggregate, Transfer) and aggregate.status != PENDING:
-            self.cache.evict(aggregate.id)
+            self.cache.evict(aggregate.id if aggregate_id is None else aggregate_id)
         else:
-            self.cache.put(aggregate)
+            self.cache.put(aggregate, aggregate_id)
 
     # ---- applying one command ---------------------------------------------------------------
 
@@ -587,12 +587,13 @@ class LedgerEngine:
             self._resolve(job, error=exc)
             return
         for aggregate in uow.touched():
+            aggregate_id = aggregate.id  # a property, and UUID hashing is Python code
             events = aggregate.collect_events()
             if events:
                 batch.events.extend(events)
-                batch.by_aggregate[aggregate.id].extend(events)
-                batch.touched[aggregate.id] = aggregate
-            self._keep(aggregate)
+                batch.by_aggregate[aggregate_id].extend(events)
+                batch.touched[aggregate_id] = aggregate
+            self._keep(aggregate, aggregate_id)
         last = len(batch.events) - 1 if len(batch.events) > before else None
         batch.applied.append(_Applied(job, status, body, self._record(request, status, body), last))
 
