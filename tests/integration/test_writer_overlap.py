@@ -9,33 +9,20 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from commands.handlers import derived_id
-from commands.model import (
-    CommandRequest,
-    CreateTransfer,
-    Deposit,
-    OpenWallet,
-    TransferBatch,
-    Withdraw,
-)
-from domain.money import Currency, Money
-from domain.principal import Principal
+from commands.model import CreateTransfer, Deposit, OpenWallet, TransferBatch, Withdraw
+from domain.money import Money
 from infrastructure.audit import verify
 from infrastructure.container import Container, build
 from tests.conftest import test_settings
+from tests.integration.test_group_commit import USD, request
 
 pytestmark = pytest.mark.integration
-
-ACME = Principal("acme", "merchant")
-USD = Currency.of("USD")
-
-
-def request(command: Any) -> CommandRequest:
-    return CommandRequest(command, ACME, str(uuid.uuid4()), str(uuid.uuid4()))
 
 
 def usd(text: str) -> Money:
@@ -83,41 +70,58 @@ class Held:
         monkeypatch.setattr(engine, "_prepare", noting_prepare)
         monkeypatch.setattr(engine, "_rerun_alone", counting_rerun)
 
-    def hold(self) -> None:
+    def run(
+        self,
+        engine: Any,
+        first: Any,
+        later: list[Any],
+        meanwhile: Callable[[], None] = lambda: None,
+    ) -> list[Any]:
+        """``first`` saved and held; ``meanwhile`` done; ``later`` submitted and applied on
+        top of the held batch; then everything let go. The answers, in that order."""
+        held = engine.submit(first)
         assert self.entered.wait(30), "the first save never started"
-
-    def stacked_then_release(self) -> None:
+        meanwhile()
+        futures = [engine.submit(r) for r in later]
         assert self.stacked.wait(30), "the writer applied nothing on top of the held batch"
         self.release.set()
+        return [held.result(30), *(f.result(30) for f in futures)]
 
 
-def assert_replays(container: Container, reqs: list[CommandRequest], outs: list[Any]) -> None:
+def assert_settled(container: Container, reqs: list[Any], outs: list[Any]) -> None:
+    """Every key replays its first answer, the cache agrees with the store, audit passes."""
     for req, first in zip(reqs, outs, strict=True):
         again = container.engine.execute(req)
         assert again.replayed and (again.status, again.body) == (first.status, first.body)
+    for wid in {w for r in reqs for w in _wallets(r.command)}:
+        cached = container.engine.cache.get(wid)
+        if cached is not None:
+            stored = container.app.repository.get(wid)
+            assert (cached.posted, cached.version) == (stored.posted, stored.version)
+    container.runner.run_until_caught_up()
+    assert verify(container).ok
+
+
+def _wallets(command: Any) -> set[uuid.UUID]:
+    if isinstance(command, TransferBatch):
+        return {w for item in command.transfers for w in _wallets(item)}
+    if isinstance(command, CreateTransfer):
+        return {command.debit_wallet_id, command.credit_wallet_id}
+    return {command.wallet_id} if hasattr(command, "wallet_id") else set()
 
 
 def test_the_next_batch_is_applied_on_top_of_the_committing_one(container, monkeypatch):
     a, b = wallet(container, "10.00"), wallet(container)
     held = Held(container, monkeypatch)
     first = request(CreateTransfer(a, b, usd("6.00")))
-    f1 = container.engine.submit(first)
-    held.hold()
     later = [request(CreateTransfer(a, b, usd("3.00"))), request(CreateTransfer(a, b, usd("2.00")))]
-    futures = [container.engine.submit(r) for r in later]
-    held.stacked_then_release()
-    outs = [f1.result(30), *(f.result(30) for f in futures)]
+    outs = held.run(container.engine, first, later)
     # 10 - 6 = 4, then 3 fits and 2 does not: the later ones saw the held batch's debit.
     assert [o.status for o in outs] == [201, 201, 422]
     assert outs[0].position < outs[1].position  # committed in order
     assert held.reruns == 0
-    stored = container.app.repository.get(a)
-    assert stored.posted == 100
-    cached = container.engine.cache.get(a)
-    assert (cached.posted, cached.version) == (stored.posted, stored.version)
-    assert_replays(container, [first, *later], outs)
-    container.runner.run_until_caught_up()
-    assert verify(container).ok
+    assert container.app.repository.get(a).posted == 100
+    assert_settled(container, [first, *later], outs)
 
 
 def test_when_the_committing_batch_conflicts_the_next_is_applied_afresh(container, monkeypatch):
@@ -129,27 +133,26 @@ def test_when_the_committing_batch_conflicts_the_next_is_applied_afresh(containe
     try:
         held = Held(container, monkeypatch)
         first = request(CreateTransfer(a, b, usd("6.00")))
-        f1 = container.engine.submit(first)
-        held.hold()
-        assert other.engine.execute(request(Withdraw(a, usd("5.00")))).status == 201
         later = [
             request(CreateTransfer(a, b, usd("3.00"))),
             request(CreateTransfer(a, b, usd("2.00"))),
         ]
-        futures = [container.engine.submit(r) for r in later]
-        held.stacked_then_release()
-        outs = [f1.result(30), *(f.result(30) for f in futures)]
+
+        def withdraw_elsewhere() -> None:
+            assert other.engine.execute(request(Withdraw(a, usd("5.00")))).status == 201
+
+        outs = held.run(container.engine, first, later, withdraw_elsewhere)
     finally:
         other.close()
     # One at a time on the real state: 5 left, 6 does not fit, then 3 and 2 do.
     assert [o.status for o in outs] == [422, 201, 201], [o.body for o in outs]
     assert outs[0].body["type"] == "/problems/insufficient-funds"
     assert held.reruns == 1
-    stored = container.app.repository.get(a)
-    assert (stored.posted, container.app.repository.get(b).posted) == (0, 500)
-    assert_replays(container, [first, *later], outs)
-    container.runner.run_until_caught_up()
-    assert verify(container).ok
+    assert (container.app.repository.get(a).posted, container.app.repository.get(b).posted) == (
+        0,
+        500,
+    )
+    assert_settled(container, [first, *later], outs)
 
 
 def test_a_failed_atomic_batch_on_top_of_a_committing_one_restores_both(container, monkeypatch):
@@ -158,22 +161,13 @@ def test_a_failed_atomic_batch_on_top_of_a_committing_one_restores_both(containe
     a, b = wallet(container, "10.00"), wallet(container)
     held = Held(container, monkeypatch)
     first = request(CreateTransfer(a, b, usd("1.00")))
-    f1 = container.engine.submit(first)
-    held.hold()
     items = (CreateTransfer(a, b, usd("2.00")), CreateTransfer(a, b, usd("50.00")))
     later = [request(TransferBatch(items, atomic=True)), request(CreateTransfer(a, b, usd("3.00")))]
-    futures = [container.engine.submit(r) for r in later]
-    held.stacked_then_release()
-    outs = [f1.result(30), *(f.result(30) for f in futures)]
+    outs = held.run(container.engine, first, later)
     assert [o.status for o in outs] == [201, 422, 201]
     assert held.reruns == 0
-    stored = container.app.repository.get(a)
-    assert stored.posted == 1000 - 100 - 300
-    cached = container.engine.cache.get(a)
-    assert (cached.posted, cached.version) == (stored.posted, stored.version)
-    assert_replays(container, [first, *later], outs)
-    container.runner.run_until_caught_up()
-    assert verify(container).ok
+    assert container.app.repository.get(a).posted == 1000 - 100 - 300
+    assert_settled(container, [first, *later], outs)
 
 
 def test_a_wallet_opened_in_the_committing_batch_is_usable_in_the_next(container, monkeypatch):
@@ -182,21 +176,15 @@ def test_a_wallet_opened_in_the_committing_batch_is_usable_in_the_next(container
     a = wallet(container, "10.00")
     held = Held(container, monkeypatch)
     opening = request(OpenWallet("acme", USD))
-    f1 = container.engine.submit(opening)
-    held.hold()
     # The wallet's id is derived from the request, so the test knows it before the answer.
     new = derived_id("wallet", "acme", opening.idempotency_key, "0")
     later = [request(CreateTransfer(a, new, usd("4.00"))), request(Deposit(new, usd("1.00")))]
-    futures = [container.engine.submit(r) for r in later]
-    held.stacked_then_release()
-    outs = [f1.result(30), *(f.result(30) for f in futures)]
+    outs = held.run(container.engine, opening, later)
     assert outs[0].body["wallet"]["id"] == str(new)
     assert [o.status for o in outs] == [201, 201, 201], [o.body for o in outs]
     assert held.reruns == 0
     assert container.app.repository.get(new).posted == 500
-    assert_replays(container, [opening, *later], outs)
-    container.runner.run_until_caught_up()
-    assert verify(container).ok
+    assert_settled(container, [opening, *later], outs)
 
 
 def test_a_save_that_breaks_fails_its_callers_and_the_writer_goes_on(container, monkeypatch):

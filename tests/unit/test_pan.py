@@ -355,18 +355,21 @@ def test_a_pan_spelled_in_escapes_passes_the_pre_check(pan: str, plain: int) -> 
     assert json_may_hold_pan(raw)
 
 
-@given(
-    st.lists(
+def text_of_parts(letters: str, separators: int, most: int) -> st.SearchStrategy[list[str]]:
+    """Card numbers, grouped numbers, digit runs, separators and other characters, mixed."""
+    return st.lists(
         st.one_of(
             pans(),
             grouped_pans(),
             st.text(alphabet="0123456789", max_size=20),
-            st.text(alphabet=" -", min_size=1, max_size=2),
-            st.text(alphabet="abcXYZ_\t.:\u0663\u00e9", min_size=1, max_size=3),
+            st.text(alphabet=" -", min_size=1, max_size=separators),
+            st.text(alphabet=letters, min_size=1, max_size=3),
         ),
-        max_size=12,
+        max_size=most,
     )
-)
+
+
+@given(text_of_parts("abcXYZ_\t.:\u0663\u00e9", separators=2, most=12))
 def test_scanning_only_the_candidate_stretches_finds_what_a_full_scan_finds(
     parts: list[str],
 ) -> None:
@@ -454,18 +457,7 @@ def test_a_cycle_ends() -> None:
     assert find_pan(loop) is None
 
 
-@given(
-    st.lists(
-        st.one_of(
-            pans(),
-            grouped_pans(),
-            st.text(alphabet="0123456789", max_size=20),
-            st.text(alphabet=" -", min_size=1, max_size=3),
-            st.text(alphabet='abf_\t.:"', min_size=1, max_size=3),
-        ),
-        max_size=16,
-    )
-)
+@given(text_of_parts('abf_\t.:"', separators=3, most=16))
 def test_the_ascii_scan_finds_what_the_regex_scan_finds(parts: list[str]) -> None:
     from domain.pan import _RUN_BYTES, _ascii_contains_pan
 
