@@ -316,13 +316,15 @@ class LedgerEngine:
                     settling, in_flight = in_flight, None
                     self._settle(settling, None)
             except BaseException as exc:  # the writer must never die: everyone is answered
-                self._fail(jobs, exc)
+                # The batch in flight first: its callers get what its save did. Then
+                # whichever of these commands has no answer yet gets the error.
                 if in_flight is not None:
                     settling, in_flight = in_flight, None
                     try:
                         self._settle(settling, None)
                     except BaseException as again:
                         self._fail(settling.jobs, again)
+                self._fail(jobs, exc)
             if stopping:
                 self._collector.release()
                 return

@@ -226,3 +226,24 @@ def test_the_version_probe_returns_only_what_moved(container):
     assert probe.moved({a: 2, b: 1}) == []
     assert sorted(probe.moved({a: 1, b: 1, unknown: 1})) == sorted([a, unknown])
     assert probe.moved({b: 2}) == [b]  # ahead of the store counts too
+
+
+def test_the_writer_survives_an_error_in_its_own_loop(container, monkeypatch):
+    """Whatever goes wrong in the writer's loop, its callers are answered (with the
+    error) and the writer serves the next command."""
+    a, b = wallet(container, "10.00"), wallet(container)
+    engine = container.engine
+    step = engine._next
+    broken = [True]
+
+    def breaks_once(jobs: Any, in_flight: Any) -> Any:
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("loop broke")
+        return step(jobs, in_flight)
+
+    monkeypatch.setattr(engine, "_next", breaks_once)
+    with pytest.raises(RuntimeError, match="loop broke"):
+        engine.execute(request(CreateTransfer(a, b, usd("4.00"))))
+    assert engine.execute(request(CreateTransfer(a, b, usd("3.00")))).status == 201
+    assert container.app.repository.get(a).posted == 700
