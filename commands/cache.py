@@ -32,17 +32,14 @@ class AggregateCache:
             self._items.move_to_end(key)
         return item
 
-    def put(self, aggregate: Aggregate, key: UUID | None = None) -> None:
-        """Keep ``aggregate`` (``key``: its id, if the caller has it at hand)."""
+    def put(self, aggregate: Aggregate) -> None:
         if self.maxsize <= 0:
             return
-        items = self._items
-        if key is None:
-            key = aggregate.id
-        items[key] = aggregate
-        items.move_to_end(key)
-        while len(items) > self.maxsize:
-            items.popitem(last=False)
+        key = aggregate.id
+        self._items[key] = aggregate
+        self._items.move_to_end(key)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
 
     def evict(self, key: UUID) -> None:
         self._items.pop(key, None)

@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,8 +76,6 @@ MAX_CONFLICT_RETRIES = 20
 
 class VersionProbe(Protocol):
     """Port: the current (highest stored) version of each aggregate; absent if none."""
-
-    def current_versions(self, ids: Collection[UUID]) -> dict[UUID, int]: ...
 
     def moved(self, versions: Mapping[UUID, int]) -> list[UUID]:
         """The aggregates whose highest stored version is not the one given."""
@@ -414,8 +412,8 @@ class LedgerEngine:
             self._finish(batch)
 
     def _prepare(self, jobs: list[_Job], base: _Batch | None) -> _Batch | None:
-        """Apply the commands (on top of ``base``, still committing, if given) and encode
-        their events; None when every one of them was answered already."""
+        """Apply the commands (on top of ``base``, still committing, if given); None when
+        every one of them was answered already."""
         todo = self._replays(jobs)
         if not todo:
             return None
@@ -441,7 +439,7 @@ class LedgerEngine:
 
     def _discard(self, batch: _Batch) -> None:
         """Drop from the cache everything a batch that will not commit has changed."""
-        for aggregate_id in (*batch.by_aggregate, *batch.touched):
+        for aggregate_id in batch.touched:  # every aggregate it wrote events for
             self.cache.evict(aggregate_id)
         for applied in batch.applied:
             for aggregate_id in self._declared(applied.job.request.command):
@@ -541,11 +539,9 @@ class LedgerEngine:
             # Not pinned: the batch has not changed it (what it changed is pinned).
             if aggregate_id not in batch.verified:
                 batch.verified.add(aggregate_id)
-                if aggregate is not None:
-                    current = self.probe.current_versions([aggregate_id]).get(aggregate_id)
-                    if current != aggregate.version:
-                        self.cache.evict(aggregate_id)
-                        aggregate = None
+                if aggregate is not None and self.probe.moved({aggregate_id: aggregate.version}):
+                    self.cache.evict(aggregate_id)
+                    aggregate = None
             if aggregate is None:
                 try:
                     aggregate = self.app.repository.get(aggregate_id)
@@ -556,12 +552,12 @@ class LedgerEngine:
 
         return load
 
-    def _keep(self, aggregate: Aggregate, aggregate_id: UUID | None = None) -> None:
+    def _keep(self, aggregate: Aggregate) -> None:
         # Settled transfers are never written again: keep the cache for wallets and holds.
         if isinstance(aggregate, Transfer) and aggregate.status != PENDING:
-            self.cache.evict(aggregate.id if aggregate_id is None else aggregate_id)
+            self.cache.evict(aggregate.id)
         else:
-            self.cache.put(aggregate, aggregate_id)
+            self.cache.put(aggregate)
 
     # ---- applying one command ---------------------------------------------------------------
 
@@ -589,13 +585,13 @@ class LedgerEngine:
             self._resolve(job, error=exc)
             return
         for aggregate in uow.touched():
-            aggregate_id = aggregate.id  # a property, and UUID hashing is Python code
+            aggregate_id = aggregate.id
             events = aggregate.collect_events()
             if events:
                 batch.events.extend(events)
                 batch.by_aggregate[aggregate_id].extend(events)
                 batch.touched[aggregate_id] = aggregate
-            self._keep(aggregate, aggregate_id)
+            self._keep(aggregate)
         last = len(batch.events) - 1 if len(batch.events) > before else None
         batch.applied.append(_Applied(job, status, body, self._record(request, status, body), last))
 
@@ -612,13 +608,12 @@ class LedgerEngine:
                 restored = self.app.repository.get(aggregate_id)
             # The store has the base's events or not, depending on whether it has
             # committed by now: apply only what it does not have.
-            for event in batch.events_of(aggregate_id):
+            uncommitted = batch.events_of(aggregate_id)
+            for event in uncommitted:
                 if restored is None or event.originator_version > restored.version:
                     restored = event.mutate(restored)
             if restored is not None:
-                if aggregate_id in batch.by_aggregate or (
-                    batch.base is not None and aggregate_id in batch.base.touched
-                ):
+                if uncommitted:  # ahead of the store: pinned, as every changed aggregate
                     batch.touched[aggregate_id] = restored
                 self._keep(restored)
 

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 
 import orjson
@@ -54,22 +54,10 @@ class PgIdempotencyStore:
 
 
 class PgVersionProbe:
-    """The highest stored version of each aggregate, one index probe per id."""
+    """Which cached aggregates no longer match the store: one index probe per id."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
-
-    def current_versions(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
-        if not ids:
-            return {}
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT q.id, (SELECT max(e.originator_version) FROM ledger_events e"
-                " WHERE e.originator_id = q.id) FROM unnest(%b::uuid[]) AS q(id)",
-                (UuidArray.of(list(ids)),),
-                prepare=True,
-            ).fetchall()
-        return {r[0]: int(r[1]) for r in rows if r[1] is not None}
 
     def moved(self, versions: Mapping[uuid.UUID, int]) -> list[uuid.UUID]:
         """Compared in the database: only the ids that moved come back (usually none),
