@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from infrastructure.runtime import tune_collector
+from infrastructure.runtime import tune_collector, tune_switch_interval
 from infrastructure.settings import Settings
 
 
@@ -62,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Bootstrap admin API key (shown once, store it now): {key}", flush=True)
     app = create_app(container)
     tune_collector(settings.gc_gen0_threshold)
+    tune_switch_interval(settings.gil_switch_interval_ms)
     uvicorn.run(
         app,
         host=settings.host,
@@ -99,6 +100,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     container = build(_settings(args))
     tune_collector(container.settings.gc_gen0_threshold)
+    tune_switch_interval(container.settings.gil_switch_interval_ms)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

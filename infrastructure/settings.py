@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         description="Long-running commands (serve, project) collect cyclic garbage after this"
         " many net allocations of tracked objects (Python's default is 700; 0 leaves it).",
     )
+    gil_switch_interval_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Long-running commands (serve, project) ask a thread holding the GIL to"
+        " hand it over after this long when another waits (Python's default is 5; 0 leaves it).",
+    )
     otel_telemetry: bool = Field(
         default=False,
         description="FastAPI's built-in OpenTelemetry (traces, metrics, logs) per request.",
