@@ -15,8 +15,7 @@ at that moment (up to ``max_batch``), and for the whole batch:
 
 The save runs on a second thread, so that while one batch commits the writer already
 applies the next one, on top of the state the committing batch leaves (its aggregates
-are pinned until it is settled); commands that arrive before that commit is done join
-the next batch, rather than wait. Nobody is answered before their batch has committed,
+are pinned until it is settled). Nobody is answered before their batch has committed,
 and batches commit in order: the next one is handed to the saver only after the one
 before it has committed. If that one fails instead, the next one was built on state that
 never was: it is thrown away (its aggregates dropped from the cache) and applied afresh.
@@ -283,11 +282,9 @@ class LedgerEngine:
             assert outcome is not None
             job.future.set_result(outcome)
 
-    def _take(self, limit: int = 0) -> tuple[list[_Job], bool]:
-        """Wait for something to do, then take the commands queued now (at most ``limit``,
-        by default ``max_batch``); and whether to stop. A save that finished wakes it with
-        none."""
-        limit = limit or self.max_batch
+    def _take(self) -> tuple[list[_Job], bool]:
+        """Wait for something to do, then take the commands queued now (at most
+        ``max_batch``); and whether to stop. A save that finished wakes it with none."""
         jobs: list[_Job] = []
         item = self._queue.get()
         while True:
@@ -295,7 +292,7 @@ class LedgerEngine:
                 return jobs, True
             if isinstance(item, _Job):
                 jobs.append(item)
-                if len(jobs) >= limit:
+                if len(jobs) >= self.max_batch:
                     return jobs, False
             try:
                 item = self._queue.get_nowait()
@@ -335,8 +332,6 @@ class LedgerEngine:
         start saving the new one; returns the batch now in flight."""
         try:
             batch = self._prepare(jobs, in_flight)
-            if batch is not None and in_flight is not None:
-                self._grow(batch, in_flight, jobs)
         except BaseException as exc:  # delivered to every caller, never lost
             self.cache.clear()  # it may hold what these half-applied commands changed
             if in_flight is not None:
@@ -357,27 +352,6 @@ class LedgerEngine:
             return batch
         self._settle(batch, None)
         return None
-
-    def _grow(self, batch: _Batch, in_flight: _Batch, jobs: list[_Job]) -> None:
-        """Until the save of the batch in flight is done, apply the commands that arrive
-        meanwhile to ``batch`` as well, rather than wait for it idle: they would have been
-        the next batch's. Each taken command is added to ``jobs`` (whose callers are
-        failed if applying throws); at most ``max_batch`` in all."""
-        while len(jobs) < self.max_batch and not in_flight.saved_done:
-            # Blocks until a command arrives or a save finishes (its wake).
-            taken, stopping = self._take(self.max_batch - len(jobs))
-            if stopping:  # leave it for the loop
-                self._queue.put(None)
-            if taken:
-                jobs.extend(taken)
-                todo = self._replays(taken)
-                if todo:
-                    batch.jobs.extend(todo)
-                    self._verify_cache(todo, batch)
-                    for job in todo:
-                        self._apply(job, batch)
-            if stopping:
-                return
 
     def _fail(self, jobs: list[_Job], exc: BaseException) -> None:
         log.exception("batch of %d commands failed", len(jobs), exc_info=exc)
@@ -546,12 +520,8 @@ class LedgerEngine:
         named: set[UUID] = set()
         for job in jobs:
             named |= self._declared(job.request.command)
-        # Pinned (ahead of the store until their batch commits): what the base changed,
-        # and what this batch changed already when it grows.
-        pinned = named & batch.touched.keys()
-        if batch.base is not None:
-            pinned |= named & batch.base.touched.keys()
-        if pinned:
+        if batch.base is not None:  # pinned: ahead of the store until the base commits
+            pinned = named & batch.base.touched.keys()
             named -= pinned
             batch.verified |= pinned
         cached = self.cache.versions(named)

@@ -8,7 +8,6 @@ conflicts, and that every key replays its first answer."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -123,56 +122,6 @@ def test_the_next_batch_is_applied_on_top_of_the_committing_one(container, monke
     assert held.reruns == 0
     assert container.app.repository.get(a).posted == 100
     assert_settled(container, [first, *later], outs)
-
-
-def test_commands_arriving_while_the_writer_waits_join_the_next_batch(container, monkeypatch):
-    """The next batch is applied and its predecessor still commits: commands that arrive
-    now are applied to that next batch too (not after the commit), and saved with it in
-    one transaction, each on the state the ones before it left."""
-    a, b = wallet(container, "10.00"), wallet(container)
-    held = Held(container, monkeypatch)
-    engine, recorder = container.engine, container.app.events.recorder
-    saves: list[int] = []
-    insert = recorder.insert_events
-
-    def counting_insert(stored: Any, **kwargs: Any) -> Any:
-        saves.append(len(stored))
-        return insert(stored, **kwargs)
-
-    applied: list[Any] = []
-    apply = engine._apply
-
-    def noting_apply(job: Any, batch: Any) -> None:
-        apply(job, batch)
-        applied.append(job.request)
-
-    monkeypatch.setattr(recorder, "insert_events", counting_insert)  # outside the hold
-    monkeypatch.setattr(engine, "_apply", noting_apply)
-    first = request(CreateTransfer(a, b, usd("6.00")))
-    second = request(CreateTransfer(a, b, usd("3.00")))
-    joining = [
-        request(CreateTransfer(a, b, usd("2.00"))),
-        request(CreateTransfer(a, b, usd("1.00"))),
-    ]
-    held_future = engine.submit(first)
-    assert held.entered.wait(30)
-    futures = [engine.submit(second)]
-    assert held.stacked.wait(30)
-    futures += [engine.submit(r) for r in joining]
-    for _ in range(300):  # the joining commands are applied while the first is still held
-        if all(r in applied for r in joining):
-            break
-        time.sleep(0.01)
-    assert all(r in applied for r in joining), "nothing was applied while the save was held"
-    held.release.set()
-    outs = [held_future.result(30), *(f.result(30) for f in futures)]
-    # 10 - 6 = 4; 3 fits (1 left), 2 does not, 1 does (0 left).
-    assert [o.status for o in outs] == [201, 201, 422, 201]
-    assert saves == [3, 6]  # the held batch, then the other three commands in one
-    assert outs[1].position < outs[3].position
-    assert held.reruns == 0
-    assert container.app.repository.get(a).posted == 0
-    assert_settled(container, [first, second, *joining], outs)
 
 
 def test_when_the_committing_batch_conflicts_the_next_is_applied_afresh(container, monkeypatch):
