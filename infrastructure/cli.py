@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from infrastructure.runtime import tune_collector, tune_switch_interval
+from infrastructure.runtime import tune_process
 from infrastructure.settings import Settings
 
 
@@ -61,8 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = container.api_keys.create("platform", "admin", label="bootstrap")
         print(f"Bootstrap admin API key (shown once, store it now): {key}", flush=True)
     app = create_app(container)
-    tune_collector(settings.gc_gen0_threshold)
-    tune_switch_interval(settings.gil_switch_interval_ms)
+    tune_process(settings)
     uvicorn.run(
         app,
         host=settings.host,
@@ -99,8 +98,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     from infrastructure.container import build
 
     container = build(_settings(args))
-    tune_collector(container.settings.gc_gen0_threshold)
-    tune_switch_interval(container.settings.gil_switch_interval_ms)
+    tune_process(container.settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -30,6 +30,14 @@ from __future__ import annotations
 import gc
 import sys
 
+from infrastructure.settings import Settings
+
+
+def tune_process(settings: Settings) -> None:
+    """What ``ledger serve`` and ``ledger project`` apply once start-up is done."""
+    tune_collector(settings.gc_gen0_threshold)
+    tune_switch_interval(settings.gil_switch_interval_ms)
+
 
 def tune_collector(gen0_threshold: int) -> None:
     """Freeze what start-up built (modules, schemas, settings: never garbage) out of the
